@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 
+from arabic_events.labels import check_labels
 from arabic_events.sentences import Sentence, split_sentences
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds"
@@ -89,6 +91,12 @@ def test_surrounding_whitespace_and_invisible_marks_are_stripped() -> None:
     assert texts(text) == ["متابعة/ المدى", "نص الخبر."]
 
 
+@pytest.mark.parametrize("space", ["\u00a0", "\u2009", "\u202f", "\u3000", "\t"])
+def test_unicode_spaces_separate_and_are_stripped(space: str) -> None:
+    text = f"{space}انتهت العملية.{space}وقال الناطق.{space}"
+    assert texts(text) == ["انتهت العملية.", "وقال الناطق."]
+
+
 def test_non_string_input_is_rejected() -> None:
     with pytest.raises(TypeError, match="expects a str"):
         split_sentences(None)  # type: ignore[arg-type]
@@ -158,6 +166,10 @@ def test_era_marker_after_a_year_ends_the_sentence() -> None:
         "تأسست المدينة سنة 145 هـ.",
         "ثم توسعت.",
     ]
+
+
+def test_era_marker_before_christ_after_a_year_ends_the_sentence() -> None:
+    assert texts("بنيت المدينة عام 500 ق.م. ثم هجرت.") == ["بنيت المدينة عام 500 ق.م.", "ثم هجرت."]
 
 
 def test_full_stop_after_a_closing_bracket_is_not_an_abbreviation() -> None:
@@ -340,12 +352,15 @@ def test_long_article_is_split_quickly() -> None:
         '" ' * 30_000,
         "كلمة." * 10_000,
         "a@" * 25_000,
+        "x" + " " * 50_000 + "x",
+        "\ue000 " * 25_000,
+        "زوروا www.example.com. " * 2_000,
     ],
 )
 def test_pathological_inputs_stay_fast(text: str) -> None:
     started = time.perf_counter()
     split_sentences(text)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 2.0
 
 
 # --- the five seed articles -----------------------------------------------------------------
@@ -447,3 +462,21 @@ def test_seed_004_each_line_is_split_and_quotes_stay_whole() -> None:
     assert got[3].startswith("عددا من المواقع التي كانت تتواجد فيها قوات التحالف")
     assert got[4].endswith('تكون في حزيران/يونيو المقبل".')
     assert got[9].endswith("التي كانت تشغله بعثة التحالف.")
+
+
+def test_labelled_seed_sentences_match_the_splitter() -> None:
+    """``seeds/sentences.jsonl`` was made with this splitter: ids, texts and offsets agree."""
+    path = SEEDS / "sentences.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    expected = [
+        (f"seed-{i:03d}-{j:02d}", s.text, s.start, s.end)
+        for i in range(5)
+        for j, s in enumerate(split_sentences(seed(i)))
+    ]
+    assert [(r["id"], r["text"], r["start"], r["end"]) for r in rows] == expected
+    seen: set[str] = set()
+    for number, row in enumerate(rows, start=1):
+        check_labels(row["labels"], f"{path.name}:{number}")
+        assert row["doc_id"] == row["id"][:8]
+        assert row["near_duplicate_of"] is None or row["near_duplicate_of"] in seen
+        seen.add(row["id"])

@@ -261,7 +261,8 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     for key, value in values.items():
         if key not in names:
             raise _unknown_key(str(key), where, names)
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+        inner = key if where == "(top level)" else f"{where}.{key}"
+        kwargs[key] = _coerce(value, hints[key], inner)
     return cls(**kwargs)
 
 

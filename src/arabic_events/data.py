@@ -6,6 +6,7 @@ Every problem is an error that names the file, the line and the fix.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from dataclasses import dataclass
@@ -76,13 +77,19 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 rows.append((number, row))
         return rows
     if suffix in (".csv", ".tsv"):
+        delimiter = "\t" if suffix == ".tsv" else ","
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle, delimiter=delimiter), [])
+        if not header:
+            raise DataError(f"{path}: the file is empty; expected a header row with text,labels.")
         table = datasets.load_dataset(
             "csv",
             data_files=str(path),
             split="train",
-            delimiter="\t" if suffix == ".tsv" else ",",
+            delimiter=delimiter,
             keep_default_na=False,
-            dtype=str,
+            encoding="utf-8-sig",
+            features=datasets.Features({name: datasets.Value("string") for name in header}),
         )
         return [(i + 2, row) for i, row in enumerate(table)]
     raise DataError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .csv or .tsv.")
@@ -134,7 +141,10 @@ def read_records(
         if not allow_non_arabic and not has_arabic(text):
             raise DataError(f"{where}: text {text[:60]!r} has no Arabic letter; remove the record.")
         found = _parse_labels(row[fields.labels], where)
-        check_labels(found, where, labels)
+        try:
+            check_labels(found, where, labels)
+        except ValueError as err:
+            raise DataError(str(err)) from None
         record_id = str(row.get(fields.id) or f"line-{number}")
         if record_id in seen:
             raise DataError(f"{where}: id {record_id!r} repeats line {seen[record_id]}.")

@@ -377,8 +377,10 @@ def read_q4(path: str | Path) -> Q4File:
         arr = np.frombuffer(buf, item, n_items, offset)
         shape = shapes.get(name)
         if shape is not None and int(np.prod(shape)) == count:
-            q4_rows = dtype == DTYPE_Q4 and len(shape) == 2
-            arr = arr.reshape((shape[0], -1) if q4_rows else shape if dtype == DTYPE_F32 else -1)
+            if dtype == DTYPE_F32:
+                arr = arr.reshape(shape)
+            elif len(shape) == 2:  # q4 rows of blocks; q4 vectors stay flat
+                arr = arr.reshape(shape[0], -1)
         tensors[name] = arr
     return Q4File(header, tokenizer, tensors)
 
@@ -566,7 +568,7 @@ def _check_vocab(q4: Q4File, tokenizer_json: Path) -> int:
     return len(vocab)
 
 
-def _write_config(header: Q4Header, pad_id: int, out_dir: Path) -> None:
+def _write_config(header: Q4Header, tok: Q4Tokenizer, out_dir: Path) -> None:
     from transformers import BertConfig
 
     BertConfig(
@@ -580,7 +582,9 @@ def _write_config(header: Q4Header, pad_id: int, out_dir: Path) -> None:
         type_vocab_size=header.type_vocab,
         # shortest decimal that round-trips the file's float32 (1e-12, not 9.99...e-13)
         layer_norm_eps=float(str(np.float32(header.layer_norm_eps))),
-        pad_token_id=pad_id,
+        pad_token_id=tok.pad,
+        bos_token_id=tok.bos,
+        eos_token_id=tok.eos,
         hidden_act="gelu",
         position_embedding_type="absolute",
         tokenizer_class="XLMRobertaTokenizer",
@@ -625,7 +629,7 @@ def convert_q4(
         for name, arr in q4.tensors.items()
     }
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    _write_config(q4.header, q4.tokenizer.pad, out)
+    _write_config(q4.header, q4.tokenizer, out)
     tok = XLMRobertaTokenizerFast(tokenizer_file=str(tokenizer_json),
                                   model_max_length=model_max_length)
     tok.save_pretrained(out)
@@ -876,6 +880,9 @@ def fetch_encoder(
 def _write_manifest(staging: Path, spec: EncoderSpec, sources: list[dict[str, str]],
                     conversion: dict[str, Any], checks: dict[str, Any], seconds: float) -> None:
     files = sorted(p.name for p in staging.iterdir() if p.is_file())
+    staging.chmod(0o755)  # mkdtemp makes 0700 folders; the cache is meant to be shared
+    for f in files:
+        (staging / f).chmod(0o644)
     manifest = {
         "name": spec.name,
         "model": spec.model_id,
@@ -888,7 +895,8 @@ def _write_manifest(staging: Path, spec: EncoderSpec, sources: list[dict[str, st
         "conversion_seconds": round(seconds, 2),
         "conversion": conversion,
         "checks": checks,
-        "files": {f: {"bytes": (staging / f).stat().st_size} for f in files},
+        "files": {f: {"bytes": (staging / f).stat().st_size, "sha256": _sha256(staging / f)}
+                  for f in files},
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
                                     encoding="utf-8")

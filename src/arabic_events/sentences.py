@@ -56,7 +56,8 @@ class Sentence:
     """One sentence of a text and where it lies in that text.
 
     Attributes:
-        text: The sentence, equal to ``original[start:end]``; it has no surrounding whitespace.
+        text: The sentence, equal to ``original[start:end]``; it has no surrounding whitespace
+            (nor invisible marks such as a byte order mark at its edges).
         start: Offset of its first character in the original text.
         end: Offset just past its last character in the original text.
     """
@@ -94,10 +95,18 @@ _URL = re.compile(
 )
 _URL_TRAILING = ".,;:!?\u061f\u060c\u061b)]}\"'\u00bb\u201d\u2019"
 _HAS_WORD = re.compile(r"\w")
-_EDGE_CHARS = "\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ue000-\uf8ff"
-_STRIPPED = re.compile(rf"[\s{_EDGE_CHARS}]*(.*?)[\s{_EDGE_CHARS}]*\Z", re.DOTALL)
-"""A piece without surrounding whitespace and invisible marks (BOM, RLM/LRM, zero-width and
-private-use characters such as the icon glyph that precedes some bylines)."""
+_INVISIBLE = "".join(
+    chr(code)
+    for span in ((0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2064), (0xFEFF, 0xFEFF))
+    for code in range(span[0], span[1] + 1)
+) + "".join(chr(code) for code in range(0xE000, 0xF900))
+_EDGE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000" + _INVISIBLE
+)
+"""Characters stripped from sentence edges: every character for which ``str.isspace`` holds, plus
+invisible marks (zero-width characters, RLM/LRM and embeddings, the byte order mark, and
+private-use characters such as the icon glyph before some bylines)."""
 
 _OPENERS = "([{\"'\u00ab\u201c\u201e\u2018"
 _ARABIC_ONE_LETTER = re.compile(rf"[{_ARABIC_LETTER}]\u0640?")
@@ -168,11 +177,14 @@ def split_sentences(text: str) -> list[Sentence]:
 def _split_line(line: str, offset: int, out: list[Sentence]) -> None:
     """Append the sentences of one line (no line breaks in it) to ``out``."""
     quote_opens, quote_closes = _quote_spans(line)
-    url_spans = _url_spans(line)
+    url_starts, url_ends = _url_spans(line)
     last_cut = 0
     for cand in _CANDIDATE.finditer(line):
         cut = cand.end()
-        if _inside(cut, quote_opens, quote_closes) or _inside_url(cand.start(), url_spans):
+        # Inside a quotation that goes on after the cut (its closing quote comes later)?
+        if _in_span(cut - 1, quote_opens, quote_closes):
+            continue
+        if _in_span(cand.start(), url_starts, url_ends):
             continue
         if cand.group("term") is not None and not _ends_sentence(line, cand, last_cut):
             continue
@@ -218,7 +230,7 @@ def _is_continuation(line: str, cut: int, *, ellipsis: bool) -> bool:
         return True
     if "a" <= first <= "z":
         return True
-    return ellipsis and first == "و" and bool(re.match(rf"[{_ARABIC_LETTER}]", second))
+    return ellipsis and first == "و" and bool(_ARABIC_ONE_LETTER.match(second))
 
 
 def _is_era_marker(word: str, prev_token: str) -> bool:
@@ -283,31 +295,29 @@ def _quote_spans(line: str) -> tuple[list[int], list[int]]:
     return opens, closes
 
 
-def _inside(cut: int, opens: list[int], closes: list[int]) -> bool:
-    """Whether a cut before position ``cut`` falls inside a quotation (quote goes on after)."""
-    i = bisect.bisect_right(opens, cut - 1) - 1
-    return i >= 0 and closes[i] >= cut
+def _in_span(pos: int, starts: list[int], ends: list[int]) -> bool:
+    """Whether ``starts[i] <= pos < ends[i]`` for one of the sorted, disjoint spans."""
+    i = bisect.bisect_right(starts, pos) - 1
+    return i >= 0 and pos < ends[i]
 
 
-def _url_spans(line: str) -> list[tuple[int, int]]:
-    """Spans of URLs and e-mail addresses in a line, trailing punctuation left outside."""
-    if "." not in line and "@" not in line:
-        return []
-    spans = []
-    for match in _URL.finditer(line):
-        core = match.group().rstrip(_URL_TRAILING)
-        spans.append((match.start(), match.start() + len(core)))
-    return spans
-
-
-def _inside_url(pos: int, spans: list[tuple[int, int]]) -> bool:
-    """Whether position ``pos`` lies within a URL or e-mail address."""
-    return any(start <= pos < end for start, end in spans)
+def _url_spans(line: str) -> tuple[list[int], list[int]]:
+    """URLs and e-mail addresses of a line: sorted start and end positions, trailing
+    punctuation left outside (``www.example.com.`` ends at ``com``)."""
+    starts: list[int] = []
+    ends: list[int] = []
+    if "." in line or "@" in line:
+        for match in _URL.finditer(line):
+            starts.append(match.start())
+            ends.append(match.start() + len(match.group().rstrip(_URL_TRAILING)))
+    return starts, ends
 
 
 def _emit(line: str, offset: int, start: int, end: int, out: list[Sentence]) -> None:
     """Strip ``line[start:end]`` and append it as a sentence if it holds a letter or digit."""
-    core = _STRIPPED.match(line, start, end)
-    text = core.group(1) if core else ""
+    piece = line[start:end]
+    left = piece.lstrip(_EDGE)
+    text = left.rstrip(_EDGE)
     if text and _HAS_WORD.search(text):
-        out.append(Sentence(text, offset + core.start(1), offset + core.end(1)))
+        first = offset + start + len(piece) - len(left)
+        out.append(Sentence(text, first, first + len(text)))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, get_scheduler
@@ -177,6 +178,8 @@ def run(cfg: Config, resume: bool = False) -> Path:
         _finish(cfg, state, prep, labels, partial, final, accelerator)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if accelerator.num_processes == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)  # a later run may differ
     return final
 
 
