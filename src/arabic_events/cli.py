@@ -29,6 +29,41 @@ def _models_fetch(args: argparse.Namespace) -> None:
     print(fetch_encoder(args.name, cache_dir=args.cache_dir, force=args.force))
 
 
+def _data(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from arabic_events import dataset
+
+    root = Path(args.root)
+    if args.action == "split":
+        print(json.dumps(dataset.make_splits(root, seed=args.seed), indent=2))
+    elif args.action == "check":
+        counts, problems = dataset.check(root, [Path(p) for p in args.against])
+        _print_counts(counts)
+        for problem in problems:
+            print(f"PROBLEM: {problem}")
+        if problems:
+            raise ValueError(f"data check found {len(problems)} problem(s); see above")
+        print("data check passed: schema, labels, no duplicates, no leakage across splits")
+    elif args.action == "stats":
+        records = dataset.load_authored(root)
+        print(json.dumps(dataset.diversity(records), indent=2, ensure_ascii=False))
+    elif args.action == "agreement":
+        from arabic_events.data import read_records
+
+        first, second = read_records(args.first), read_records(args.second)
+        print(json.dumps(dataset.agreement(first, second), indent=2))
+
+
+def _print_counts(counts: dict) -> None:
+    columns = ["sentences", "documents", "airstrike", "arrest", "base_handover", "statement",
+               "political_pressure", "none"]
+    print(f"{'split':<10}" + "".join(f"{c[:12]:>13}" for c in columns))
+    for name, row in counts.items():
+        print(f"{name:<10}" + "".join(f"{row[c]:>13}" for c in columns))
+
+
 def _add_config(parser: argparse.ArgumentParser, required: bool = False) -> None:
     parser.add_argument("--config", required=required, help="YAML config (see configs/)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=2")
@@ -44,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p, required=True)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.set_defaults(func=_train)
+
+    data = sub.add_parser("data", help="the labelled dataset").add_subparsers(dest="action",
+                                                                             required=True)
+    for action, text in [("split", "write data/splits/ from data/authored/ and seeds/"),
+                         ("check", "validate splits: schema, labels, duplicates, leakage"),
+                         ("stats", "diversity of the authored corpus"),
+                         ("agreement", "Cohen's kappa per label between two annotations")]:
+        p = data.add_parser(action, help=text)
+        p.add_argument("--root", default=".", help="project root (default: .)")
+        p.set_defaults(func=_data)
+    data.choices["split"].add_argument("--seed", type=int, default=13)
+    data.choices["check"].add_argument("--against", nargs="*", default=[],
+                                       help="outside files that must not near-duplicate ours")
+    data.choices["agreement"].add_argument("--first", required=True)
+    data.choices["agreement"].add_argument("--second", required=True)
 
     models = sub.add_parser("models", help="offline encoders").add_subparsers(dest="action",
                                                                              required=True)

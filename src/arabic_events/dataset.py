@@ -1,0 +1,233 @@
+"""The project's dataset: near-duplicates, honest splits, checks, diversity and agreement.
+
+Sources: `data/authored/part_*.jsonl` (sentences written for the project, grouped into
+pseudo-documents) and `seeds/sentences.jsonl` (the five seed articles, sentence by sentence).
+`make_splits` writes `data/splits/{train,dev,test,seed_test}.jsonl`: whole documents stay on one
+side, and near-duplicate sentences (token Jaccard above 0.7) pull their documents together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import CountVectorizer
+
+from arabic_events.data import DataError, read_records
+from arabic_events.labels import LABELS
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+NEAR_DUPLICATE = 0.7
+_DIACRITICS = re.compile(r"[\u0610-\u061A\u064B-\u065F\u0670\u0640]")
+_TOKEN = re.compile(r"\w+")
+
+
+def dedup_tokens(text: str) -> list[str]:
+    """Tokens for duplicate detection: diacritics/tatweel dropped, alef/ya/ta marbuta unified."""
+    text = _DIACRITICS.sub("", text)
+    text = re.sub("[إأآٱ]", "ا", text).replace("ى", "ي").replace("ة", "ه")
+    return _TOKEN.findall(text)
+
+
+def near_duplicate_pairs(texts: list[str], threshold: float = NEAR_DUPLICATE) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, jaccard) with i < j whose token-set Jaccard exceeds `threshold`."""
+    if len(texts) < 2:
+        return []
+    vectorizer = CountVectorizer(analyzer=dedup_tokens, binary=True)
+    x = vectorizer.fit_transform(texts).astype(np.float32).tocsr()
+    sizes = np.asarray(x.sum(1)).ravel()
+    inter = sparse.triu(x @ x.T, k=1).tocoo()
+    union = sizes[inter.row] + sizes[inter.col] - inter.data
+    jaccard = np.divide(inter.data, union, out=np.zeros_like(inter.data), where=union > 0)
+    keep = jaccard > threshold
+    return [(int(i), int(j), float(s)) for i, j, s in
+            zip(inter.row[keep], inter.col[keep], jaccard[keep], strict=True)]
+
+
+def max_jaccard(texts: list[str]) -> float:
+    """The largest token Jaccard between any two of `texts`."""
+    pairs = near_duplicate_pairs(texts, threshold=-1.0)
+    return max((s for _, _, s in pairs), default=0.0)
+
+
+class _UnionFind:
+    def __init__(self, items: list[str]) -> None:
+        self.parent = {item: item for item in items}
+
+    def find(self, item: str) -> str:
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def document_groups(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Records grouped by document, documents joined when they share a near-duplicate."""
+    uf = _UnionFind(sorted({r["doc_id"] for r in records}))
+    for i, j, _ in near_duplicate_pairs([r["text"] for r in records]):
+        uf.union(records[i]["doc_id"], records[j]["doc_id"])
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(uf.find(record["doc_id"]), []).append(record)
+    return groups
+
+
+def assign_splits(records: list[dict[str, Any]], ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                  seed: int = 13) -> dict[str, list[dict[str, Any]]]:
+    """Grouped, label-stratified train/dev/test split.
+
+    Groups (documents joined by near-duplicates) are visited in a seeded random order, largest
+    first, and each goes to the split whose label counts lag furthest behind its target share.
+    """
+    groups = list(document_groups(records).values())
+    random.Random(seed).shuffle(groups)
+    groups.sort(key=len, reverse=True)
+    keys = [*LABELS, "none"]
+    total = Counter(k for r in records for k in (r["labels"] or ["none"]))
+    have = {s: Counter() for s in SPLITS}
+    out: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    for group in groups:
+        counts = Counter(k for r in group for k in (r["labels"] or ["none"]))
+
+        def deficit(split: str, counts: Counter = counts) -> float:
+            share = ratios[SPLITS.index(split)]
+            return sum((share * total[k] - have[split][k]) * counts[k] / max(total[k], 1)
+                       for k in keys)
+
+        target = max(SPLITS, key=deficit)
+        out[target].extend(group)
+        have[target].update(counts)
+    return out
+
+
+def _clean(record: dict[str, Any]) -> dict[str, Any]:
+    return {"id": record["id"], "text": record["text"], "labels": record["labels"],
+            "doc_id": record["doc_id"]}
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def load_authored(root: Path) -> list[dict[str, Any]]:
+    """Every authored part, validated."""
+    parts = sorted((root / "data" / "authored").glob("part_*.jsonl"))
+    if not parts:
+        raise DataError(f"no data/authored/part_*.jsonl under {root}")
+    return [r for part in parts for r in read_records(part)]
+
+
+def load_seeds(root: Path) -> list[dict[str, Any]]:
+    """Seed sentences without their near-duplicate repeats (the articles share paragraphs)."""
+    path = root / "seeds" / "sentences.jsonl"
+    keep = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
+    keep = {row["id"] for row in keep if not row.get("near_duplicate_of")}
+    return [r for r in read_records(path, allow_non_arabic=True) if r["id"] in keep]
+
+
+def make_splits(root: Path, seed: int = 13) -> dict[str, int]:
+    """Write data/splits/*.jsonl from the authored parts and the seeds; return sizes."""
+    splits = assign_splits(load_authored(root), seed=seed)
+    splits["seed_test"] = load_seeds(root)
+    for name, rows in splits.items():
+        write_jsonl(root / "data" / "splits" / f"{name}.jsonl", [_clean(r) for r in rows])
+    return {name: len(rows) for name, rows in splits.items()}
+
+
+def check(root: Path, against: list[Path] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Validate the splits: schema, labels, duplicates and leakage. Returns (counts, problems)."""
+    problems: list[str] = []
+    splits: dict[str, list[dict[str, Any]]] = {}
+    for name in (*SPLITS, "seed_test"):
+        path = root / "data" / "splits" / f"{name}.jsonl"
+        try:
+            splits[name] = read_records(path, allow_non_arabic=name == "seed_test")
+        except DataError as err:
+            problems.append(str(err))
+    everything = [(name, r) for name, rows in splits.items() for r in rows]
+    texts = [r["text"] for _, r in everything]
+    for i, j, score in near_duplicate_pairs(texts):
+        (a, ra), (b, rb) = everything[i], everything[j]
+        kind = "duplicate" if score >= 0.999 else f"near-duplicate (Jaccard {score:.2f})"
+        where = f"{a}:{ra['id']} ~ {b}:{rb['id']}"
+        problems.append(f"{kind} {'across splits' if a != b else 'within ' + a}: {where}")
+    docs = {name: {r["doc_id"] for r in rows} for name, rows in splits.items()}
+    for a in docs:
+        for b in docs:
+            if a < b and docs[a] & docs[b]:
+                problems.append(f"documents in both {a} and {b}: {sorted(docs[a] & docs[b])[:5]}")
+    for path in against or []:
+        outside = read_records(path, require_ids=False, allow_non_arabic=True)
+        merged = texts + [r["text"] for r in outside]
+        for i, j, score in near_duplicate_pairs(merged):
+            if i < len(texts) <= j:
+                name, record = everything[i]
+                problems.append(f"{name}:{record['id']} near-duplicates {path.name} line "
+                                f"{outside[j - len(texts)]['line']} (Jaccard {score:.2f})")
+    return {name: label_counts(rows) for name, rows in splits.items()}, problems
+
+
+def label_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Sentences per label, plus `none` and `sentences`."""
+    counts = Counter(k for r in records for k in r["labels"])
+    return {**{k: counts[k] for k in LABELS}, "none": sum(1 for r in records if not r["labels"]),
+            "sentences": len(records), "documents": len({r["doc_id"] for r in records})}
+
+
+def diversity(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Distinct n-gram ratios, the largest pairwise Jaccard, and surface-variety shares."""
+    tokens = [dedup_tokens(r["text"]) for r in records]
+    stats: dict[str, Any] = {}
+    for n in (1, 2, 3):
+        grams = [tuple(t[i : i + n]) for t in tokens for i in range(len(t) - n + 1)]
+        stats[f"distinct_{n}"] = round(len(set(grams)) / max(len(grams), 1), 4)
+    texts = [r["text"] for r in records]
+    stats["max_token_jaccard"] = round(max_jaccard(texts), 4)
+    stats["mean_tokens"] = round(float(np.mean([len(t) for t in tokens])), 1)
+    stats["share_hindi_digits"] = round(np.mean([bool(re.search("[٠-٩]", t)) for t in texts]), 4)
+    stats["share_diacritics"] = round(np.mean([bool(re.search("[\u064B-\u0652]", t)) for t in texts]), 4)
+    stats["share_tatweel"] = round(np.mean(["\u0640" in t for t in texts]), 4)
+    combos = Counter("+".join(r["labels"]) or "none" for r in records)
+    stats["multi_label_sentences"] = sum(v for k, v in combos.items() if "+" in k)
+    stats["label_combinations"] = dict(combos.most_common())
+    return stats
+
+
+def agreement(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cohen's kappa per label between two annotations of the same sentences (matched by id)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    by_id = {r["id"]: r for r in second}
+    shared = [r for r in first if r["id"] in by_id]
+    if not shared:
+        raise DataError("the two annotations share no sentence id")
+    result: dict[str, Any] = {"sentences": len(shared)}
+    for label in LABELS:
+        a = [label in r["labels"] for r in shared]
+        b = [label in by_id[r["id"]]["labels"] for r in shared]
+        kappa = cohen_kappa_score(a, b) if len(set(a) | set(b)) > 1 else 1.0
+        result[label] = {"kappa": round(float(kappa), 4), "first_positive": sum(a),
+                         "second_positive": sum(b),
+                         "disagreements": sum(x != y for x, y in zip(a, b, strict=True))}
+    result["exact_set_agreement"] = round(
+        float(np.mean([set(r["labels"]) == set(by_id[r["id"]]["labels"]) for r in shared])), 4)
+    return result
