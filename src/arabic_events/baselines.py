@@ -87,13 +87,16 @@ DEFAULT_LEXICON: dict[str, Any] = {
             ],
         },
         "base_handover": {
-            "triggers": {"تسليم": 0.9, "سلم": 0.9, "تسلم": 0.9, "اخلاء": 0.9, "اخلت": 0.9,
-                         "اخلى": 0.9, "انسحب": 0.8, "انسحاب": 0.8, "غادر": 0.7, "اعاده": 0.6,
-                         "نقل المسؤوليه": 0.9},
-            "require_any": [["قاعده", "معسكر", "موقع", "مواقع", "مقر", "مطار", "ثكنه", "المسؤوليه الامنيه"]],
+            "triggers": {"تسليم": 0.9, "سلم": 0.9, "يسلم": 0.9, "تسلم": 0.9, "استلام": 0.8,
+                         "استلم": 0.8, "اخلاء": 0.9, "اخلت": 0.9, "اخلى": 0.9, "اخليت": 0.9,
+                         "انسحب": 0.8, "انسحاب": 0.8, "ينسحب": 0.8, "غادر": 0.7, "مغادره": 0.7,
+                         "يغادر": 0.7, "اعاده": 0.6, "نقل": 0.6, "سحب": 0.6, "حلت محل": 0.7},
+            "require_any": [["قاعده", "قواعد", "معسكر", "موقع", "مواقع", "مقر", "مقار", "مطار",
+                             "ثكنه", "نقاط", "مخفر", "السيطرات", "المسؤوليه الامنيه",
+                             "الملف الامني"]],
             "negatives": [
-                {"cues": ["سيطر", "استعاد", "تحرير", "حرر", "اقتحم", "هجوم", "معارك", "اشتباك"],
-                 "unless": []},
+                {"cues": ["سيطرت على", "سيطروا على", "سيطر على", "استعاد", "تحرير", "حرر",
+                          "اقتحم", "هجوم", "معارك", "اشتباك"], "unless": []},
                 {"cues": ["تسليم اسلح", "تسليم اسرى", "تسليم جثث", "تسليم جثامين",
                           "تسليم مطلوب", "سلموا انفسهم", "سلم نفسه"], "unless": []},
                 {"cues": ["اعاده تاهيل", "اعاده افتتاح", "افتتاح", "استانف", "اعاده فتح",
@@ -375,11 +378,11 @@ def fit_baselines(cfg: Config, names: tuple[str, ...] = ("lexicon", "tfidf"),
     Returns:
         Baseline name -> fitted model with dev-tuned thresholds.
     """
-    from arabic_events.evaluation import check_tuning_file, read_eval_records, tuning_fields
+    from arabic_events.evaluation import check_tuning_file, data_fields, read_eval_records
 
     labels = list(cfg.data.labels)
     check_tuning_file(cfg.data.dev_file, cfg)
-    fields = tuning_fields(cfg)
+    fields = data_fields(cfg)
     train = read_eval_records(cfg.data.train_file, labels, fields)
     if cfg.data.max_train_samples:
         train = train[: cfg.data.max_train_samples]

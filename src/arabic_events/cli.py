@@ -20,6 +20,11 @@ def _train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     logger.info("resolved config: %s", cfg.to_dict())
+    if args.seeds:
+        from arabic_events.training_seeds import parse_seeds, train_seeds
+
+        print(train_seeds(cfg, parse_seeds(args.seeds), resume=args.resume))
+        return
     print(run(cfg, resume=args.resume))
 
 
@@ -27,6 +32,27 @@ def _models_fetch(args: argparse.Namespace) -> None:
     from arabic_events.encoders import fetch_encoder
 
     print(fetch_encoder(args.name, cache_dir=args.cache_dir, force=args.force))
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from arabic_events.evaluation import evaluate_run
+
+    print(evaluate_run(args.run, args.data, args.out, args.overrides, args.overwrite))
+
+
+def _baselines(args: argparse.Namespace) -> None:
+    from arabic_events.baselines import run_baselines
+
+    cfg = load_config(args.config, args.overrides)
+    print(run_baselines(cfg, args.out, args.overwrite))
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from arabic_events.evaluation import compare_from_paths
+
+    baselines = args.baselines_dir if args.baselines_dir else ("" if args.baselines else None)
+    print(compare_from_paths(args.run or [], args.data, args.out, baselines, args.overrides,
+                             args.overwrite))
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -78,7 +104,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a model and write a run directory")
     _add_config(p, required=True)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 13,42,77: one run "
+                   "per seed (<run_name>-seed13, ...) and <output_dir>/<run_name>-seeds.json/.md "
+                   "with the mean and standard deviation of every metric")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="score a run on a labelled file: metrics, report, "
+                       "plots, errors")
+    p.add_argument("--run", required=True, help="run directory (or saved baseline folder)")
+    p.add_argument("--data", required=True, help="JSONL/CSV/TSV file, or a split name: "
+                   "train, dev, test, seed_test (data/splits/<name>.jsonl)")
+    p.add_argument("--out", required=True, help="output folder (written all at once)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the run's config, "
+                   "e.g. eval.bootstrap=200")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("baselines", help="fit and score the lexicon and TF-IDF baselines")
+    _add_config(p, required=True)
+    p.add_argument("--out", required=True, help="output folder (written all at once)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=_baselines)
+
+    p = sub.add_parser("compare", help="macro-F1 with paired bootstrap intervals, per dataset")
+    p.add_argument("--run", action="append", help="run directory; repeat for several")
+    p.add_argument("--baselines", action="store_true", help="add both baselines, fitted on the "
+                   "first run's train file and tuned on its dev file")
+    p.add_argument("--baselines-dir", default=None, help="add the baselines saved in this folder "
+                   "by `arabic-events baselines` instead of fitting them")
+    p.add_argument("--data", action="append", required=True, help="file or split name; repeat")
+    p.add_argument("--out", required=True, help="output folder (written all at once)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. eval.bootstrap=2000")
+    p.set_defaults(func=_compare)
 
     data = sub.add_parser("data", help="the labelled dataset").add_subparsers(dest="action",
                                                                              required=True)

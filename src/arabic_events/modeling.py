@@ -132,6 +132,8 @@ def build_tokenizer_and_model(
         )
     except OSError as err:
         raise _hub_message(cfg.name_or_path, err) from err
+    if cfg.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     return tokenizer, model
 
 
