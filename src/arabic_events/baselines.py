@@ -80,7 +80,7 @@ DEFAULT_LEXICON: dict[str, Any] = {
             "require_any": [],
             "negatives": [
                 {"cues": ["اختطف", "اختطاف", "خطف", "مختطف"], "unless": []},
-                {"cues": ["الافراج", "افرج", "اطلاق سراح", "اطلق سراح"], "unless": []},
+                {"cues": ["الافراج", "افرج", "سراح"], "unless": []},
                 {"cues": ["مذكره قبض", "مذكره اعتقال", "مذكرات قبض", "امر قبض"], "unless": []},
                 {"cues": ["مسلحون", "مسلحين", "داعش", "التنظيم اعتقل"],
                  "unless": ["قوات", "الشرطه", "الامن", "السلطات", "الجيش"]},
@@ -159,8 +159,11 @@ class LexiconClassifier:
     Example:
         >>> clf = LexiconClassifier(["airstrike", "arrest"])
         >>> clf.predict_proba(["شنت مقاتلات التحالف غارات جوية.", "اختطف مسلحون ثلاثة مزارعين."])
-        array([[1. , 0. ],
-               [0. , 0. ]], dtype=float32)
+        array([[1., 0.],
+               [0., 0.]], dtype=float32)
+        >>> clf.predict_proba(["اعتقلت الشرطة مشتبهاً به.", "أفرجت السلطات عن المعتقلين."])
+        array([[0.  , 1.  ],
+               [0.  , 0.16]], dtype=float32)
     """
 
     name = "lexicon"

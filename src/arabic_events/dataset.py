@@ -39,25 +39,33 @@ def dedup_tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
-def near_duplicate_pairs(texts: list[str], threshold: float = NEAR_DUPLICATE) -> list[tuple[int, int, float]]:
-    """Pairs (i, j, jaccard) with i < j whose token-set Jaccard exceeds `threshold`."""
-    if len(texts) < 2:
-        return []
+def _pairwise_jaccard(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token-set Jaccard of every pair (i < j) that shares a token, as sparse arrays."""
     vectorizer = CountVectorizer(analyzer=dedup_tokens, binary=True)
     x = vectorizer.fit_transform(texts).astype(np.float32).tocsr()
     sizes = np.asarray(x.sum(1)).ravel()
     inter = sparse.triu(x @ x.T, k=1).tocoo()
     union = sizes[inter.row] + sizes[inter.col] - inter.data
     jaccard = np.divide(inter.data, union, out=np.zeros_like(inter.data), where=union > 0)
+    return inter.row, inter.col, jaccard
+
+
+def near_duplicate_pairs(texts: list[str], threshold: float = NEAR_DUPLICATE) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, jaccard) with i < j whose token-set Jaccard exceeds `threshold`."""
+    if len(texts) < 2:
+        return []
+    rows, cols, jaccard = _pairwise_jaccard(texts)
     keep = jaccard > threshold
     return [(int(i), int(j), float(s)) for i, j, s in
-            zip(inter.row[keep], inter.col[keep], jaccard[keep], strict=True)]
+            zip(rows[keep], cols[keep], jaccard[keep], strict=True)]
 
 
 def max_jaccard(texts: list[str]) -> float:
     """The largest token Jaccard between any two of `texts`."""
-    pairs = near_duplicate_pairs(texts, threshold=-1.0)
-    return max((s for _, _, s in pairs), default=0.0)
+    if len(texts) < 2:
+        return 0.0
+    jaccard = _pairwise_jaccard(texts)[2]
+    return float(jaccard.max()) if jaccard.size else 0.0
 
 
 class _UnionFind:

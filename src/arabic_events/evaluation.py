@@ -70,8 +70,12 @@ class Scorer(Protocol):
 # --------------------------------------------------------------------------- data
 
 
-def resolve_data(spec: str | Path, splits_dir: Path = SPLITS_DIR) -> Path:
+def resolve_data(spec: str | Path, splits_dir: Path | None = None) -> Path:
     """A data file from a path, or from a split name (`test` -> `data/splits/test.jsonl`).
+
+    Args:
+        spec: A file path or a split name.
+        splits_dir: Folder of the split files; None for `SPLITS_DIR` (`data/splits`).
 
     Raises:
         EvaluationError: Neither an existing file nor a split name, or the split file is absent.
@@ -80,7 +84,7 @@ def resolve_data(spec: str | Path, splits_dir: Path = SPLITS_DIR) -> Path:
     if path.is_file():
         return path
     if str(spec) in SPLITS:
-        split = splits_dir / f"{spec}.jsonl"
+        split = (splits_dir or SPLITS_DIR) / f"{spec}.jsonl"
         if not split.is_file():
             raise EvaluationError(f"split {str(spec)!r} resolves to {split}, which does not "
                                   "exist; create the splits first or pass a file path.")
@@ -138,7 +142,7 @@ def read_eval_records(path: str | Path, labels: list[str], fields: Fields | None
     return records
 
 
-def check_tuning_file(path: str | Path, cfg: Config, splits_dir: Path = SPLITS_DIR) -> None:
+def check_tuning_file(path: str | Path, cfg: Config, splits_dir: Path | None = None) -> None:
     """Refuse to tune anything on a held-out file (an eval file, or a test split).
 
     Raises:
@@ -147,7 +151,7 @@ def check_tuning_file(path: str | Path, cfg: Config, splits_dir: Path = SPLITS_D
     resolved = Path(path).resolve()
     held_out = {Path(p).resolve(): f"data.eval_files.{name}"
                 for name, p in cfg.data.eval_files.items()}
-    held_out.update({(splits_dir / f"{name}.jsonl").resolve(): f"split {name!r}"
+    held_out.update({((splits_dir or SPLITS_DIR) / f"{name}.jsonl").resolve(): f"split {name!r}"
                      for name in HELD_OUT_SPLITS})
     if resolved in held_out or resolved.stem in HELD_OUT_SPLITS:
         what = held_out.get(resolved, "a file named like a test split")
@@ -488,19 +492,20 @@ def evaluate_run(run: str | Path, data: str | Path, out: str | Path,
         records = read_eval_records(path, model.labels, data_fields(cfg))
         logger.info("evaluating %s on %s (%d sentences)", model.name, path, len(records))
         probs = model.predict_proba([r["text"] for r in records])
-        result = build_metrics(records, probs, model, cfg)
         errors = find_errors(records, probs, model.thresholds, model.labels)
-        result.update({
+        result = {
             "run": str(run), "model": model.name, "data": str(path), "n": len(records),
             "thresholds": {n: float(t) for n, t in zip(model.labels, model.thresholds,
                                                        strict=True)},
-            "thresholds_source": "thresholds.json of the run (tuned on dev when it was "
-                                 "trained); evaluation tunes nothing",
+            "thresholds_source": ("the run's thresholds.json" if isinstance(model, RunModel)
+                                  else "the baseline's saved thresholds")
+                                 + ", tuned on dev when it was trained; evaluation tunes nothing",
             "note": _data_note(path, cfg, isinstance(model, RunModel)),
             "errors": {kind: sum(e["error"] == kind for e in errors)
                        for kind in ("false_positive", "false_negative")},
             "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        })
+            **build_metrics(records, probs, model, cfg),
+        }
         write_json(tmp / "metrics.json", result)
         write_errors(errors, tmp)
         figures = _draw(tmp, probs, records, model) if cfg.eval.plots else {}

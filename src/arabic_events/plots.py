@@ -114,11 +114,11 @@ def pr_curves(probs: np.ndarray, y_true: np.ndarray, thresholds: np.ndarray,
             ax.step(recall, precision, where="post", color="tab:blue")
             base = gold[:, j].mean()
             ax.axhline(base, color="grey", ls=":", lw=1, label=f"prevalence {base:.2f}")
-            for value, marker, color in ((0.5, "s", "tab:orange"),
-                                         (float(thresholds[j]), "o", "tab:red")):
-                r, p = _point(probs[:, j], gold[:, j], value)
-                name = "0.5" if marker == "s" else f"tuned {value:.2f}"
-                ax.plot([r], [p], marker=marker, color=color, ms=7, ls="", label=name)
+            r, p = _point(probs[:, j], gold[:, j], 0.5)
+            ax.plot([r], [p], marker="s", color="tab:orange", ms=6, ls="", label="0.5")
+            r, p = _point(probs[:, j], gold[:, j], float(thresholds[j]))
+            ax.plot([r], [p], marker="o", mfc="none", mec="tab:red", mew=2, ms=11, ls="",
+                    label=f"tuned {thresholds[j]:.2f}")
             ax.legend(loc="lower left", fontsize=7)
         fig.suptitle(f"Precision-recall per label (n = {len(gold)})")
         fig.savefig(path, dpi=110)

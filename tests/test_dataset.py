@@ -1,0 +1,99 @@
+"""Dataset tooling on small hand-made records, and the shipped splits' invariants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from arabic_events import dataset
+from arabic_events.labels import LABELS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rec(i: str, text: str, labels: list[str], doc: str) -> dict:
+    return {"id": i, "text": text, "labels": labels, "doc_id": doc}
+
+
+def test_near_duplicates_ignore_diacritics_tatweel_and_alef_forms():
+    texts = [
+        "أعلنت القيادة تسليم القاعدة إلى الجيش العراقي اليوم",
+        "اعلنت القيادة تسليـــم القاعدة إلى الجيش العراقيّ اليوم",
+        "ارتفعت أسعار الذهب في الأسواق العالمية",
+    ]
+    pairs = dataset.near_duplicate_pairs(texts)
+    assert [(i, j) for i, j, _ in pairs] == [(0, 1)]
+    assert pairs[0][2] == pytest.approx(1.0)
+
+
+def test_near_duplicate_threshold_is_strict():
+    a = "قال الوزير إن الحكومة ستعيد فتح المطار الأسبوع المقبل"
+    b = "قال الوزير إن الحكومة ستعيد فتح المعبر الشهر المقبل"  # 8 of 12 tokens shared
+    assert dataset.near_duplicate_pairs([a, b]) == []
+    assert 0.5 < dataset.max_jaccard([a, b]) <= 0.7
+
+
+def test_splits_keep_documents_and_near_duplicates_together():
+    records = []
+    for d in range(40):
+        labels = [LABELS[d % 5]] if d % 3 else []
+        for s in range(3):
+            words = " ".join(f"ك{d}س{s}ر{k}" for k in range(6))  # no token shared across docs
+            records.append(rec(f"d{d}-{s}", words, labels, f"doc{d}"))
+    # doc0 and doc39 share a near-duplicate sentence: they must land in one split
+    records.append(rec("dup", records[0]["text"] + " اليوم", [], "doc39"))
+    splits = dataset.assign_splits(records, seed=1)
+    where = {r["doc_id"]: name for name, rows in splits.items() for r in rows}
+    for name, rows in splits.items():
+        assert {where[r["doc_id"]] for r in rows} == {name}
+    assert where["doc0"] == where["doc39"]
+    assert sum(len(v) for v in splits.values()) == len(records)
+    assert all(len(v) > 0 for v in splits.values())
+
+
+def test_agreement_kappa_per_label():
+    first = [rec("1", "x", ["arrest"], "d"), rec("2", "y", [], "d"), rec("3", "z", ["arrest"], "d"),
+             rec("4", "w", [], "d")]
+    second = [rec("1", "x", ["arrest"], "d"), rec("2", "y", [], "d"), rec("3", "z", [], "d"),
+              rec("4", "w", [], "d")]
+    result = dataset.agreement(first, second)
+    assert result["arrest"]["kappa"] == pytest.approx(0.5)  # po=.75, pe=.5
+    assert result["arrest"]["disagreements"] == 1
+    assert result["airstrike"]["kappa"] == 1.0
+    assert result["exact_set_agreement"] == pytest.approx(0.75)
+
+
+def test_check_finds_leakage_across_splits(tmp_path: Path):
+    splits = tmp_path / "data" / "splits"
+    a = rec("a1", "اعتقلت الشرطة خمسة أشخاص في البصرة بتهمة التهريب", ["arrest"], "d1")
+    b = rec("b1", "شنت طائرات حربية غارات على مواقع المسلحين", ["airstrike"], "d2")
+    leaked = {**a, "id": "t1"}
+    for name, rows in {"train": [a], "dev": [b], "test": [leaked], "seed_test": []}.items():
+        dataset.write_jsonl(splits / f"{name}.jsonl", rows)
+    (splits / "seed_test.jsonl").write_text(json.dumps(rec("s", "قال المتحدث إن الوضع هادئ", ["statement"], "s")) + "\n")
+    counts, problems = dataset.check(tmp_path)
+    assert counts["train"]["arrest"] == 1
+    assert any("duplicate across splits: train:a1 ~ test:t1" in p for p in problems)
+    assert any("documents in both test and train" in p for p in problems)
+
+
+def test_shipped_splits_pass_the_check_and_hold_the_counts():
+    counts, problems = dataset.check(ROOT)
+    assert problems == []
+    authored = {k: sum(counts[s][k] for s in dataset.SPLITS) for k in [*LABELS, "none", "sentences"]}
+    assert authored["sentences"] >= 2400
+    assert authored["none"] >= 800
+    for label in LABELS:
+        assert authored[label] >= 350, label
+    assert counts["seed_test"]["sentences"] > 50
+
+
+def test_diversity_report_fields():
+    records = dataset.load_authored(ROOT)
+    stats = dataset.diversity(records)
+    assert stats["max_token_jaccard"] <= 0.7
+    assert stats["distinct_2"] > 0.5
+    assert stats["share_hindi_digits"] > 0 and stats["share_tatweel"] > 0
+    assert stats["multi_label_sentences"] > 100
