@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from accelerate import PartialState
 
 from arabic_events.config import Config, ConfigError
 
@@ -126,7 +125,9 @@ def train_seeds(cfg: Config, seeds: list[int], resume: bool = False) -> Path:
         logger.info("seed %d: training %s", seed, final)
         runs[seed] = run(seeded, resume=resume and partial.is_dir())
     summary_json = output_dir / f"{cfg.train.run_name}-seeds.json"
-    if PartialState().is_main_process:  # under `accelerate launch`, one process writes
+    # under `accelerate launch` one process writes; RANK, not accelerate's PartialState, whose
+    # shared state would outlive training.run's reset and clash with a later run's precision
+    if int(os.environ.get("RANK", "0")) == 0:
         summary = summarize(runs)
         _write(summary_json, json.dumps(summary, indent=2) + "\n")
         _write(summary_json.with_suffix(".md"), _markdown(cfg.train.run_name, summary))
