@@ -23,20 +23,25 @@ def test_reads_jsonl_and_builds_dataset(tmp_path: Path):
     records = read_records(write_jsonl(tmp_path / "d.jsonl", rows))
     assert [r["id"] for r in records] == ["a", "b"]
     assert records[1]["labels"] == ["arrest", "statement"]  # canonical label order
-    ds = to_dataset(records, ["airstrike", "arrest", "base_handover", "statement",
-                              "political_pressure"])
+    ds = to_dataset(
+        records, ["airstrike", "arrest", "base_handover", "statement", "political_pressure"]
+    )
     assert ds["label_vector"][1] == [0.0, 1.0, 0.0, 1.0, 0.0]
 
 
 def test_reads_csv_and_tsv_with_label_lists(tmp_path: Path):
     csv = tmp_path / "d.csv"
-    csv.write_text('id,text,labels,doc_id\n1,"قال الوزير، إن الغارات توقفت.",statement;airstrike,x\n'
-                   "2,ارتفعت الأسعار.,,y\n", encoding="utf-8")
+    csv.write_text(
+        'id,text,labels,doc_id\n1,"قال الوزير، إن الغارات توقفت.",statement;airstrike,x\n'
+        "2,ارتفعت الأسعار.,,y\n",
+        encoding="utf-8",
+    )
     records = read_records(csv)
     assert records[0]["labels"] == ["airstrike", "statement"] and records[1]["labels"] == []
     tsv = tmp_path / "d.tsv"
-    tsv.write_text('id\ttext\tlabels\tdoc_id\n1\tاعتقلت الشرطة رجلاً.\t["arrest"]\tx\n',
-                   encoding="utf-8")
+    tsv.write_text(
+        'id\ttext\tlabels\tdoc_id\n1\tاعتقلت الشرطة رجلاً.\t["arrest"]\tx\n', encoding="utf-8"
+    )
     assert read_records(tsv)[0]["labels"] == ["arrest"]
 
 
@@ -44,12 +49,16 @@ def test_reads_csv_and_tsv_with_label_lists(tmp_path: Path):
     ("rows", "expected"),
     [
         ([GOOD, "{not json"], r"d.jsonl:2: broken JSON line"),
-        ([GOOD, {**GOOD, "id": "b", "labels": ["arrests"]}],
-         r"d.jsonl:2: unknown label 'arrests'. Did you mean 'arrest'"),
+        (
+            [GOOD, {**GOOD, "id": "b", "labels": ["arrests"]}],
+            r"d.jsonl:2: unknown label 'arrests'. Did you mean 'arrest'",
+        ),
         ([{**GOOD, "text": "   "}], r"d.jsonl:1: empty text"),
         ([{**GOOD, "text": "Breaking news only in English."}], r"d.jsonl:1: .* no Arabic letter"),
-        ([{k: v for k, v in GOOD.items() if k != "labels"}],
-         r"d.jsonl:1: missing field\(s\) \['labels'\].*data.labels_field"),
+        (
+            [{k: v for k, v in GOOD.items() if k != "labels"}],
+            r"d.jsonl:1: missing field\(s\) \['labels'\].*data.labels_field",
+        ),
         ([GOOD, GOOD], r"d.jsonl:2: id 'a' repeats line 1"),
         (["[1, 2]"], r"d.jsonl:1: expected a JSON object"),
     ],
@@ -77,6 +86,9 @@ def test_missing_and_empty_and_unsupported_files(tmp_path: Path):
 
 def test_custom_field_names_and_optional_ids(tmp_path: Path):
     rows = [{"sentence": "قصفت طائرات حربية مواقع المسلحين.", "tags": ["airstrike"]}]
-    records = read_records(write_jsonl(tmp_path / "d.jsonl", rows),
-                           Fields(text="sentence", labels="tags"), require_ids=False)
+    records = read_records(
+        write_jsonl(tmp_path / "d.jsonl", rows),
+        Fields(text="sentence", labels="tags"),
+        require_ids=False,
+    )
     assert records[0]["id"] == "line-1" and records[0]["labels"] == ["airstrike"]

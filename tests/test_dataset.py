@@ -54,10 +54,18 @@ def test_splits_keep_documents_and_near_duplicates_together():
 
 
 def test_agreement_kappa_per_label():
-    first = [rec("1", "x", ["arrest"], "d"), rec("2", "y", [], "d"), rec("3", "z", ["arrest"], "d"),
-             rec("4", "w", [], "d")]
-    second = [rec("1", "x", ["arrest"], "d"), rec("2", "y", [], "d"), rec("3", "z", [], "d"),
-              rec("4", "w", [], "d")]
+    first = [
+        rec("1", "x", ["arrest"], "d"),
+        rec("2", "y", [], "d"),
+        rec("3", "z", ["arrest"], "d"),
+        rec("4", "w", [], "d"),
+    ]
+    second = [
+        rec("1", "x", ["arrest"], "d"),
+        rec("2", "y", [], "d"),
+        rec("3", "z", [], "d"),
+        rec("4", "w", [], "d"),
+    ]
     result = dataset.agreement(first, second)
     assert result["arrest"]["kappa"] == pytest.approx(0.5)  # po=.75, pe=.5
     assert result["arrest"]["disagreements"] == 1
@@ -72,7 +80,9 @@ def test_check_finds_leakage_across_splits(tmp_path: Path):
     leaked = {**a, "id": "t1"}
     for name, rows in {"train": [a], "dev": [b], "test": [leaked], "seed_test": []}.items():
         dataset.write_jsonl(splits / f"{name}.jsonl", rows)
-    (splits / "seed_test.jsonl").write_text(json.dumps(rec("s", "قال المتحدث إن الوضع هادئ", ["statement"], "s")) + "\n")
+    (splits / "seed_test.jsonl").write_text(
+        json.dumps(rec("s", "قال المتحدث إن الوضع هادئ", ["statement"], "s")) + "\n"
+    )
     counts, problems = dataset.check(tmp_path)
     assert counts["train"]["arrest"] == 1
     assert any("duplicate across splits: train:a1 ~ test:t1" in p for p in problems)
@@ -82,7 +92,9 @@ def test_check_finds_leakage_across_splits(tmp_path: Path):
 def test_shipped_splits_pass_the_check_and_hold_the_counts():
     counts, problems = dataset.check(ROOT)
     assert problems == []
-    authored = {k: sum(counts[s][k] for s in dataset.SPLITS) for k in [*LABELS, "none", "sentences"]}
+    authored = {
+        k: sum(counts[s][k] for s in dataset.SPLITS) for k in [*LABELS, "none", "sentences"]
+    }
     assert authored["sentences"] >= 2400
     assert authored["none"] >= 800
     for label in LABELS:

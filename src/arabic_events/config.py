@@ -384,7 +384,9 @@ def validate(cfg: Config) -> None:
     }
     problems += [f"{k}={v!r}: must be greater than 0" for k, v in positive.items() if v <= 0]
     if cfg.train.max_steps is None and cfg.train.epochs <= 0:
-        problems.append(f"train.epochs={cfg.train.epochs!r}: must be > 0 when train.max_steps is unset")
+        problems.append(
+            f"train.epochs={cfg.train.epochs!r}: must be > 0 when train.max_steps is unset"
+        )
     if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
         problems.append(f"train.max_steps={cfg.train.max_steps!r}: must be > 0 or null")
     if not 0 <= cfg.train.warmup_ratio < 1:
@@ -396,7 +398,9 @@ def validate(cfg: Config) -> None:
     if cfg.model.dropout is not None and not 0 <= cfg.model.dropout < 1:
         problems.append(f"model.dropout={cfg.model.dropout!r}: must be in [0, 1)")
     if cfg.train.precision == "fp16" and cfg.train.device == "cpu":
-        problems.append("train.precision='fp16' with train.device='cpu': fp16 needs a GPU; use bf16")
+        problems.append(
+            "train.precision='fp16' with train.device='cpu': fp16 needs a GPU; use bf16"
+        )
     unknown = [name for name in cfg.data.labels if name not in LABELS]
     if unknown:
         problems.append(f"data.labels: unknown label(s) {unknown}; valid: {', '.join(LABELS)}")

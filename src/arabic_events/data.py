@@ -82,6 +82,8 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
             header = next(csv.reader(handle, delimiter=delimiter), [])
         if not header:
             raise DataError(f"{path}: the file is empty; expected a header row with text,labels.")
+        if sum(1 for line in path.open(encoding="utf-8-sig") if line.strip()) < 2:
+            raise DataError(f"{path}: the file holds a header but no records.")
         table = datasets.load_dataset(
             "csv",
             data_files=str(path),
@@ -172,7 +174,9 @@ def label_matrix(records: list[dict[str, Any]], labels: list[str] | tuple[str, .
     return matrix
 
 
-def to_dataset(records: list[dict[str, Any]], labels: list[str] | tuple[str, ...]) -> datasets.Dataset:
+def to_dataset(
+    records: list[dict[str, Any]], labels: list[str] | tuple[str, ...]
+) -> datasets.Dataset:
     """A `datasets.Dataset` with `id`, `text`, `doc_id` and a multi-hot `label_vector`."""
     matrix = label_matrix(records, labels)
     return datasets.Dataset.from_dict(

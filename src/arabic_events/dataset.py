@@ -21,7 +21,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 
-from arabic_events.data import DataError, read_records
+from arabic_events.data import DataError, has_arabic, read_records
 from arabic_events.labels import LABELS
 
 logger = logging.getLogger(__name__)
@@ -50,14 +50,18 @@ def _pairwise_jaccard(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndar
     return inter.row, inter.col, jaccard
 
 
-def near_duplicate_pairs(texts: list[str], threshold: float = NEAR_DUPLICATE) -> list[tuple[int, int, float]]:
+def near_duplicate_pairs(
+    texts: list[str], threshold: float = NEAR_DUPLICATE
+) -> list[tuple[int, int, float]]:
     """Pairs (i, j, jaccard) with i < j whose token-set Jaccard exceeds `threshold`."""
     if len(texts) < 2:
         return []
     rows, cols, jaccard = _pairwise_jaccard(texts)
     keep = jaccard > threshold
-    return [(int(i), int(j), float(s)) for i, j, s in
-            zip(rows[keep], cols[keep], jaccard[keep], strict=True)]
+    return [
+        (int(i), int(j), float(s))
+        for i, j, s in zip(rows[keep], cols[keep], jaccard[keep], strict=True)
+    ]
 
 
 def max_jaccard(texts: list[str]) -> float:
@@ -93,8 +97,11 @@ def document_groups(records: list[dict[str, Any]]) -> dict[str, list[dict[str, A
     return groups
 
 
-def assign_splits(records: list[dict[str, Any]], ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                  seed: int = 13) -> dict[str, list[dict[str, Any]]]:
+def assign_splits(
+    records: list[dict[str, Any]],
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 13,
+) -> dict[str, list[dict[str, Any]]]:
     """Grouped, label-stratified train/dev/test split.
 
     Groups (documents joined by near-duplicates) are visited in a seeded random order, largest
@@ -112,8 +119,9 @@ def assign_splits(records: list[dict[str, Any]], ratios: tuple[float, float, flo
 
         def deficit(split: str, counts: Counter = counts) -> float:
             share = ratios[SPLITS.index(split)]
-            return sum((share * total[k] - have[split][k]) * counts[k] / max(total[k], 1)
-                       for k in keys)
+            return sum(
+                (share * total[k] - have[split][k]) * counts[k] / max(total[k], 1) for k in keys
+            )
 
         target = max(SPLITS, key=deficit)
         out[target].extend(group)
@@ -122,8 +130,12 @@ def assign_splits(records: list[dict[str, Any]], ratios: tuple[float, float, flo
 
 
 def _clean(record: dict[str, Any]) -> dict[str, Any]:
-    return {"id": record["id"], "text": record["text"], "labels": record["labels"],
-            "doc_id": record["doc_id"]}
+    return {
+        "id": record["id"],
+        "text": record["text"],
+        "labels": record["labels"],
+        "doc_id": record["doc_id"],
+    }
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -145,11 +157,16 @@ def load_authored(root: Path) -> list[dict[str, Any]]:
 
 
 def load_seeds(root: Path) -> list[dict[str, Any]]:
-    """Seed sentences without their near-duplicate repeats (the articles share paragraphs)."""
+    """Seed sentences without near-duplicate repeats (the articles share paragraphs) and
+    without lines that hold no Arabic (bylines such as "Sputnik")."""
     path = root / "seeds" / "sentences.jsonl"
     keep = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
     keep = {row["id"] for row in keep if not row.get("near_duplicate_of")}
-    return [r for r in read_records(path, allow_non_arabic=True) if r["id"] in keep]
+    return [
+        r
+        for r in read_records(path, allow_non_arabic=True)
+        if r["id"] in keep and has_arabic(r["text"])
+    ]
 
 
 def make_splits(root: Path, seed: int = 13) -> dict[str, int]:
@@ -168,7 +185,7 @@ def check(root: Path, against: list[Path] | None = None) -> tuple[dict[str, Any]
     for name in (*SPLITS, "seed_test"):
         path = root / "data" / "splits" / f"{name}.jsonl"
         try:
-            splits[name] = read_records(path, allow_non_arabic=name == "seed_test")
+            splits[name] = read_records(path)
         except DataError as err:
             problems.append(str(err))
     everything = [(name, r) for name, rows in splits.items() for r in rows]
@@ -189,16 +206,22 @@ def check(root: Path, against: list[Path] | None = None) -> tuple[dict[str, Any]
         for i, j, score in near_duplicate_pairs(merged):
             if i < len(texts) <= j:
                 name, record = everything[i]
-                problems.append(f"{name}:{record['id']} near-duplicates {path.name} line "
-                                f"{outside[j - len(texts)]['line']} (Jaccard {score:.2f})")
+                problems.append(
+                    f"{name}:{record['id']} near-duplicates {path.name} line "
+                    f"{outside[j - len(texts)]['line']} (Jaccard {score:.2f})"
+                )
     return {name: label_counts(rows) for name, rows in splits.items()}, problems
 
 
 def label_counts(records: list[dict[str, Any]]) -> dict[str, int]:
     """Sentences per label, plus `none` and `sentences`."""
     counts = Counter(k for r in records for k in r["labels"])
-    return {**{k: counts[k] for k in LABELS}, "none": sum(1 for r in records if not r["labels"]),
-            "sentences": len(records), "documents": len({r["doc_id"] for r in records})}
+    return {
+        **{k: counts[k] for k in LABELS},
+        "none": sum(1 for r in records if not r["labels"]),
+        "sentences": len(records),
+        "documents": len({r["doc_id"] for r in records}),
+    }
 
 
 def diversity(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -212,7 +235,9 @@ def diversity(records: list[dict[str, Any]]) -> dict[str, Any]:
     stats["max_token_jaccard"] = round(max_jaccard(texts), 4)
     stats["mean_tokens"] = round(float(np.mean([len(t) for t in tokens])), 1)
     stats["share_hindi_digits"] = round(np.mean([bool(re.search("[٠-٩]", t)) for t in texts]), 4)
-    stats["share_diacritics"] = round(np.mean([bool(re.search("[\u064B-\u0652]", t)) for t in texts]), 4)
+    stats["share_diacritics"] = round(
+        np.mean([bool(re.search("[\u064b-\u0652]", t)) for t in texts]), 4
+    )
     stats["share_tatweel"] = round(np.mean(["\u0640" in t for t in texts]), 4)
     combos = Counter("+".join(r["labels"]) or "none" for r in records)
     stats["multi_label_sentences"] = sum(v for k, v in combos.items() if "+" in k)
@@ -233,9 +258,13 @@ def agreement(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> dict
         a = [label in r["labels"] for r in shared]
         b = [label in by_id[r["id"]]["labels"] for r in shared]
         kappa = cohen_kappa_score(a, b) if len(set(a) | set(b)) > 1 else 1.0
-        result[label] = {"kappa": round(float(kappa), 4), "first_positive": sum(a),
-                         "second_positive": sum(b),
-                         "disagreements": sum(x != y for x, y in zip(a, b, strict=True))}
+        result[label] = {
+            "kappa": round(float(kappa), 4),
+            "first_positive": sum(a),
+            "second_positive": sum(b),
+            "disagreements": sum(x != y for x, y in zip(a, b, strict=True)),
+        }
     result["exact_set_agreement"] = round(
-        float(np.mean([set(r["labels"]) == set(by_id[r["id"]]["labels"]) for r in shared])), 4)
+        float(np.mean([set(r["labels"]) == set(by_id[r["id"]]["labels"]) for r in shared])), 4
+    )
     return result

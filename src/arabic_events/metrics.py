@@ -92,8 +92,9 @@ def multilabel_scores(
     }
 
 
-def compute(probs: np.ndarray, y_true: np.ndarray, thresholds: np.ndarray | float,
-            label_names: list[str]) -> dict:
+def compute(
+    probs: np.ndarray, y_true: np.ndarray, thresholds: np.ndarray | float, label_names: list[str]
+) -> dict:
     """Apply thresholds to probabilities and score through the `evaluate` module."""
     y_pred = (np.asarray(probs) >= np.asarray(thresholds)).astype(np.int8)
     return MultiLabelF1().compute(

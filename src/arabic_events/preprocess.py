@@ -23,8 +23,12 @@ _DIACRITICS = re.compile(r"[\u0610-\u061A\u064B-\u065F\u0670\u06D6-\u06ED]")
 _TATWEEL = re.compile(r"\u0640+")
 _ALEF = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا"})
 _DIGITS = str.maketrans(
-    {**{chr(0x0660 + i): str(i) for i in range(10)}, **{chr(0x06F0 + i): str(i) for i in range(10)},
-     "٫": ".", "٬": ","}
+    {
+        **{chr(0x0660 + i): str(i) for i in range(10)},
+        **{chr(0x06F0 + i): str(i) for i in range(10)},
+        "٫": ".",
+        "٬": ",",
+    }
 )
 _PUNCT_SPACING = re.compile(r"\s*([.,!?؟،؛:«»\"()\[\]])\s*")
 _SPACES = re.compile(r"\s+")
@@ -116,7 +120,7 @@ class Preprocessor:
         return cls(kind=kind, arabert_model=name, normalize=model.normalize)
 
 
-def normalize_arabic(text: str, settings: NormalizeConfig = NormalizeConfig()) -> str:
+def normalize_arabic(text: str, settings: NormalizeConfig | None = None) -> str:
     """Normalise Arabic text for a multilingual encoder.
 
     Args:
@@ -126,6 +130,7 @@ def normalize_arabic(text: str, settings: NormalizeConfig = NormalizeConfig()) -
     Returns:
         The normalised sentence, whitespace collapsed.
     """
+    settings = settings or NormalizeConfig()
     if settings.remove_diacritics:
         text = _DIACRITICS.sub("", text)
     if settings.remove_tatweel:
@@ -149,7 +154,8 @@ def _make_arabert(model_name: str) -> Any:
     if model_name not in ACCEPTED_MODELS:
         raise PreprocessingError(
             f"AraBERT preprocessing does not know the model {model_name!r} (the arabert package "
-            "would silently fall back to v02 rules). Known: " + ", ".join(ACCEPTED_MODELS)
+            "would silently fall back to v02 rules). Known: "
+            + ", ".join(ACCEPTED_MODELS)
             + ". Set model.preprocessing=normalize for a non-AraBERT model."
         )
     if model_name in SEGMENTED_ARABERT:
@@ -172,7 +178,10 @@ def _check_farasa(model_name: str) -> None:
 
             FarasaSegmenter(interactive=True).segment("اختبار")
         except Exception as err:  # farasapy raises bare Exceptions when its download fails
-            problem = f"Farasa could not start ({type(err).__name__}: {err}); it downloads its jar on first use, which needs the internet"
+            problem = (
+                f"Farasa could not start ({type(err).__name__}: {err}); it downloads its jar "
+                "on first use, which needs the internet"
+            )
     if problem:
         raise PreprocessingError(
             f"{model_name} expects Farasa-segmented input, but {problem}. Use "

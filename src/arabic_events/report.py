@@ -11,8 +11,10 @@ from arabic_events.labels import ONTOLOGY
 
 def _table(results: dict[str, Any], labels: list[str]) -> list[str]:
     sets = [name for name in results if name != "training"]
-    lines = ["| set | macro-F1 | micro-F1 | " + " | ".join(labels) + " |",
-             "|---" * (3 + len(labels)) + "|"]
+    lines = [
+        "| set | macro-F1 | micro-F1 | " + " | ".join(labels) + " |",
+        "|---" * (3 + len(labels)) + "|",
+    ]
     for name in sets:
         scores = results[name]["tuned"]
         per = " | ".join(f"{scores['per_label'][lab]['f1']:.3f}" for lab in labels)
@@ -20,8 +22,9 @@ def _table(results: dict[str, Any], labels: list[str]) -> list[str]:
     return lines
 
 
-def write_model_card(run_dir: Path, cfg: Config, results: dict[str, Any],
-                     thresholds: dict[str, float]) -> None:
+def write_model_card(
+    run_dir: Path, cfg: Config, results: dict[str, Any], thresholds: dict[str, float]
+) -> None:
     """Write `README.md`: data, config, metrics, intended use and limits."""
     labels = list(cfg.data.labels)
     training = results.get("training", {})
@@ -34,7 +37,8 @@ def write_model_card(run_dir: Path, cfg: Config, results: dict[str, Any],
         f"# arabic-events: {cfg.train.run_name}",
         "",
         "Sentence-level event typing for Arabic news: each sentence gets zero or more of "
-        + ", ".join(f"`{lab}`" for lab in labels) + ".",
+        + ", ".join(f"`{lab}`" for lab in labels)
+        + ".",
         "",
         "## Model",
         f"- Encoder: `{cfg.model.name_or_path}`, fine-tuned for multi-label classification "
@@ -60,11 +64,12 @@ def write_model_card(run_dir: Path, cfg: Config, results: dict[str, Any],
         f'clf = EventClassifier.from_pretrained("{run_dir.name}")',
         'clf.predict("نفذت طائرات التحالف غارات جوية على مواقع التنظيم غرب الموصل.")',
         "```",
-        "Or `transformers.pipeline(\"text-classification\", model=DIR, top_k=None)` on text "
+        'Or `transformers.pipeline("text-classification", model=DIR, top_k=None)` on text '
         "preprocessed the same way.",
         "",
         "Ontology codes per label (approximate): "
-        + "; ".join(f"{k}: CAMEO {v['cameo']}" for k, v in ONTOLOGY.items() if k in labels) + ".",
+        + "; ".join(f"{k}: CAMEO {v['cameo']}" for k, v in ONTOLOGY.items() if k in labels)
+        + ".",
         "",
         "## Intended use and limits",
         "- For coding Arabic news at the sentence level (conflict-event research, OSINT triage), "

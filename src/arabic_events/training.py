@@ -50,8 +50,9 @@ class RunDirError(RuntimeError):
 class Encoded:
     """Tokenised sentences with their multi-hot labels, ready for batching."""
 
-    def __init__(self, records: list[dict], tokenizer, prep: Preprocessor, labels: list[str],
-                 max_length: int) -> None:
+    def __init__(
+        self, records: list[dict], tokenizer, prep: Preprocessor, labels: list[str], max_length: int
+    ) -> None:
         self.records = records
         texts = prep.batch([r["text"] for r in records])
         enc = tokenizer(texts, truncation=True, max_length=max_length)
@@ -87,7 +88,9 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, group: bool) -
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def predict_probs(model, data: Encoded, collator, batch_size: int, accelerator: Accelerator) -> np.ndarray:
+def predict_probs(
+    model, data: Encoded, collator, batch_size: int, accelerator: Accelerator
+) -> np.ndarray:
     """Sigmoid scores for every sentence, computed in length order, returned in input order."""
     model.eval()
     order = np.argsort(data.lengths, kind="stable")
@@ -142,6 +145,7 @@ def run(cfg: Config, resume: bool = False) -> Path:
     """
     device = pick_device(cfg.train.device)
     precision = pick_precision(cfg.train.precision, device)
+    final, partial = _prepare_dirs(cfg, resume)
     accelerator = Accelerator(
         cpu=device.type == "cpu",
         mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
@@ -149,7 +153,17 @@ def run(cfg: Config, resume: bool = False) -> Path:
     )
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    final, partial = _prepare_dirs(cfg, resume)
+    try:
+        _train_and_write(cfg, resume, accelerator, final, partial)
+    finally:
+        if accelerator.num_processes == 1:
+            AcceleratorState._reset_state(reset_partial_state=True)  # a later run may differ
+    return final
+
+
+def _train_and_write(
+    cfg: Config, resume: bool, accelerator: Accelerator, final: Path, partial: Path
+) -> None:
     accelerator.wait_for_everyone()
     set_seed(cfg.train.seed)
     labels = list(cfg.data.labels)
@@ -158,6 +172,10 @@ def run(cfg: Config, resume: bool = False) -> Path:
     if cfg.data.max_train_samples:
         train_records = train_records[: cfg.data.max_train_samples]
     dev_records = _read(cfg.data.dev_file, cfg)
+    eval_records = {
+        name: _read(path, cfg, require_ids=False)  # fail now, not after training
+        for name, path in cfg.data.eval_files.items()
+    }
     train_texts = prep.batch([r["text"] for r in train_records])
     tokenizer, model = build_tokenizer_and_model(cfg.model, labels, train_texts)
     if resume and (partial / "tokenizer").is_dir():
@@ -169,25 +187,36 @@ def run(cfg: Config, resume: bool = False) -> Path:
     accelerator.wait_for_everyone()
     train_data = Encoded(train_records, tokenizer, prep, labels, cfg.model.max_length)
     dev_data = Encoded(dev_records, tokenizer, prep, labels, cfg.model.max_length)
-    logger.info("train %d sentences, dev %d, labels %s, precision %s on %s (%d process(es))",
-                len(train_data), len(dev_data), labels, precision, device,
-                accelerator.num_processes)
+    logger.info(
+        "train %d sentences, dev %d, labels %s, precision %s on %s (%d process(es))",
+        len(train_data),
+        len(dev_data),
+        labels,
+        precision,
+        device,
+        accelerator.num_processes,
+    )
     state = _Loop(cfg, accelerator, model, tokenizer, train_data, dev_data, partial)
     state.train(resume)
     if accelerator.is_main_process:
-        _finish(cfg, state, prep, labels, partial, final, accelerator)
+        _finish(cfg, state, prep, labels, eval_records, partial, final, accelerator)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    if accelerator.num_processes == 1:
-        AcceleratorState._reset_state(reset_partial_state=True)  # a later run may differ
-    return final
 
 
 class _Loop:
     """The optimisation loop and its bookkeeping."""
 
-    def __init__(self, cfg: Config, accelerator: Accelerator, model, tokenizer,
-                 train_data: Encoded, dev_data: Encoded, partial: Path) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        accelerator: Accelerator,
+        model,
+        tokenizer,
+        train_data: Encoded,
+        dev_data: Encoded,
+        partial: Path,
+    ) -> None:
         self.cfg, self.acc, self.tokenizer = cfg, accelerator, tokenizer
         self.train_data, self.dev_data, self.partial = train_data, dev_data, partial
         self.collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None)
@@ -197,28 +226,41 @@ class _Loop:
         self.steps_per_epoch = max(1, self.batches_per_epoch // t.grad_accum)
         self.total_steps = t.max_steps or math.ceil(t.epochs * self.steps_per_epoch)
         optimizer = torch.optim.AdamW(_param_groups(model, t.weight_decay), lr=t.learning_rate)
-        scheduler = get_scheduler(t.scheduler, optimizer,
-                                  num_warmup_steps=int(t.warmup_ratio * self.total_steps),
-                                  num_training_steps=self.total_steps)
-        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
+        scheduler = get_scheduler(
+            t.scheduler,
+            optimizer,
+            num_warmup_steps=int(t.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(
+            model, optimizer, scheduler
+        )
         weight = _pos_weight(cfg, train_data.labels)
         self.loss_fn = torch.nn.BCEWithLogitsLoss(
-            pos_weight=None if weight is None else weight.to(accelerator.device))
+            pos_weight=None if weight is None else weight.to(accelerator.device)
+        )
         self.step, self.best, self.best_step, self.bad_evals = 0, -1.0, 0, 0
         self.history: list[dict[str, Any]] = []
         self.seconds, self.samples = 0.0, 0
 
     def _progress(self) -> dict[str, Any]:
-        return {"best": self.best, "best_step": self.best_step, "bad_evals": self.bad_evals,
-                "history": self.history, "seconds": self.seconds, "samples": self.samples}
+        return {
+            "best": self.best,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+            "history": self.history,
+            "seconds": self.seconds,
+            "samples": self.samples,
+        }
 
     def _resume(self) -> None:
         found = list_checkpoints(self.partial / "checkpoints")
         if not found:
             logger.warning("no checkpoint in %s yet: starting from step 0", self.partial)
             return
-        progress = load_checkpoint(found[-1], self.acc.unwrap_model(self.model),
-                                   self.optimizer, self.scheduler)
+        progress = load_checkpoint(
+            found[-1], self.acc.unwrap_model(self.model), self.optimizer, self.scheduler
+        )
         self.step = progress.pop("step")
         for key, value in progress.items():
             setattr(self, key, value)
@@ -229,19 +271,27 @@ class _Loop:
         if resume:
             self._resume()
         self.model.train()
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train",
-                   disable=not self.acc.is_local_main_process, dynamic_ncols=True)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="train",
+            disable=not self.acc.is_local_main_process,
+            dynamic_ncols=True,
+        )
         stop = self.step >= self.total_steps
         while not stop:
             epoch, done_in_epoch = divmod(self.step, self.steps_per_epoch)
-            batches = epoch_batches(self.train_data.lengths, t.batch_size, t.seed + epoch,
-                                    t.group_by_length)
+            batches = epoch_batches(
+                self.train_data.lengths, t.batch_size, t.seed + epoch, t.group_by_length
+            )
             mine = batches[self.acc.process_index :: self.acc.num_processes]
             mine = mine[: self.steps_per_epoch * t.grad_accum][done_in_epoch * t.grad_accum :]
             started, loss_sum, loss_n = time.perf_counter(), 0.0, 0
             for micro, indices in enumerate(mine, 1):
-                batch = {k: v.to(self.acc.device)
-                         for k, v in self.train_data.batch(indices, self.collator).items()}
+                batch = {
+                    k: v.to(self.acc.device)
+                    for k, v in self.train_data.batch(indices, self.collator).items()
+                }
                 gold = batch.pop("labels")
                 with self.acc.accumulate(self.model):
                     logits = self.model(**batch).logits
@@ -263,8 +313,13 @@ class _Loop:
                 if t.log_every and self.step % t.log_every == 0:
                     rate = self.samples / max(self.seconds, 1e-9)
                     bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", sps=f"{rate:.1f}")
-                    logger.info("step %d loss %.4f lr %.2e %.1f samples/s", self.step,
-                                loss_sum / loss_n, self.scheduler.get_last_lr()[0], rate)
+                    logger.info(
+                        "step %d loss %.4f lr %.2e %.1f samples/s",
+                        self.step,
+                        loss_sum / loss_n,
+                        self.scheduler.get_last_lr()[0],
+                        rate,
+                    )
                     loss_sum, loss_n = 0.0, 0
                 end_of_epoch = self.step % self.steps_per_epoch == 0
                 evaluate_now = (self.step % t.eval_every == 0) if t.eval_every else end_of_epoch
@@ -282,13 +337,16 @@ class _Loop:
 
     def _evaluate(self) -> bool:
         """Score dev, keep the best model; True when early stopping says stop."""
-        probs = predict_probs(self.model, self.dev_data, self.collator, self.cfg.eval.batch_size,
-                              self.acc)
-        scores = metrics.compute(probs, self.dev_data.labels, self.cfg.eval.threshold,
-                                 list(self.cfg.data.labels))
+        probs = predict_probs(
+            self.model, self.dev_data, self.collator, self.cfg.eval.batch_size, self.acc
+        )
+        scores = metrics.compute(
+            probs, self.dev_data.labels, self.cfg.eval.threshold, list(self.cfg.data.labels)
+        )
         macro = scores["macro_f1"]
-        self.history.append({"step": self.step, "dev_macro_f1": macro,
-                             "dev_micro_f1": scores["micro_f1"]})
+        self.history.append(
+            {"step": self.step, "dev_macro_f1": macro, "dev_micro_f1": scores["micro_f1"]}
+        )
         logger.info("step %d dev macro-F1 %.4f micro-F1 %.4f", self.step, macro, scores["micro_f1"])
         if macro > self.best:
             self.best, self.best_step, self.bad_evals = macro, self.step, 0
@@ -309,9 +367,15 @@ class _Loop:
     def _checkpoint(self) -> None:
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            save_checkpoint(self.partial / "checkpoints", self.step,
-                            self.acc.unwrap_model(self.model), self.optimizer, self.scheduler,
-                            self._progress(), keep=self.cfg.train.keep_checkpoints)
+            save_checkpoint(
+                self.partial / "checkpoints",
+                self.step,
+                self.acc.unwrap_model(self.model),
+                self.optimizer,
+                self.scheduler,
+                self._progress(),
+                keep=self.cfg.train.keep_checkpoints,
+            )
         self.acc.wait_for_everyone()
 
 
@@ -320,38 +384,60 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name else decay).append(
+            param
+        )
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
-def _finish(cfg: Config, loop: _Loop, prep: Preprocessor, labels: list[str], partial: Path,
-            final: Path, accelerator: Accelerator) -> None:
+def _finish(
+    cfg: Config,
+    loop: _Loop,
+    prep: Preprocessor,
+    labels: list[str],
+    eval_records: dict[str, list[dict]],
+    partial: Path,
+    final: Path,
+    accelerator: Accelerator,
+) -> None:
     """Load the best model, tune thresholds on dev, score held-out sets, write, rename."""
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        partial / "best", use_safetensors=True).to(accelerator.device)
+        partial / "best", use_safetensors=True
+    ).to(accelerator.device)
     dev_probs = predict_probs(model, loop.dev_data, loop.collator, cfg.eval.batch_size, accelerator)
     thresholds = np.full(len(labels), cfg.eval.threshold)
     if cfg.eval.tune_thresholds:
-        thresholds = metrics.tune_thresholds(dev_probs, loop.dev_data.labels,
-                                             cfg.eval.threshold_grid, cfg.eval.threshold)
+        thresholds = metrics.tune_thresholds(
+            dev_probs, loop.dev_data.labels, cfg.eval.threshold_grid, cfg.eval.threshold
+        )
     results: dict[str, Any] = {
-        "dev": {"tuned": metrics.compute(dev_probs, loop.dev_data.labels, thresholds, labels),
-                "at_0.5": metrics.compute(dev_probs, loop.dev_data.labels, 0.5, labels)}}
-    for name, path in cfg.data.eval_files.items():
-        records = _read(path, cfg, require_ids=False)
+        "dev": {
+            "tuned": metrics.compute(dev_probs, loop.dev_data.labels, thresholds, labels),
+            "at_0.5": metrics.compute(dev_probs, loop.dev_data.labels, 0.5, labels),
+        }
+    }
+    for name, records in eval_records.items():
         data = Encoded(records, loop.tokenizer, prep, labels, cfg.model.max_length)
         probs = predict_probs(model, data, loop.collator, cfg.eval.batch_size, accelerator)
-        results[name] = {"tuned": metrics.compute(probs, data.labels, thresholds, labels),
-                         "at_0.5": metrics.compute(probs, data.labels, 0.5, labels)}
+        results[name] = {
+            "tuned": metrics.compute(probs, data.labels, thresholds, labels),
+            "at_0.5": metrics.compute(probs, data.labels, 0.5, labels),
+        }
     results["training"] = {
-        "best_step": loop.best_step, "steps": loop.step, "total_steps": loop.total_steps,
+        "best_step": loop.best_step,
+        "steps": loop.step,
+        "total_steps": loop.total_steps,
         "train_seconds": round(loop.seconds, 1),
         "samples_per_second": round(loop.samples / max(loop.seconds, 1e-9), 2),
-        "history": loop.history, "train_sentences": len(loop.train_data),
-        "dev_sentences": len(loop.dev_data), "processes": accelerator.num_processes,
+        "history": loop.history,
+        "train_sentences": len(loop.train_data),
+        "dev_sentences": len(loop.dev_data),
+        "processes": accelerator.num_processes,
         "precision": accelerator.mixed_precision,
     }
     model.save_pretrained(partial, safe_serialization=True)
