@@ -90,6 +90,93 @@ def _print_counts(counts: dict) -> None:
         print(f"{name:<10}" + "".join(f"{row[c]:>13}" for c in columns))
 
 
+def _predict_overrides(overrides: list[str], on_error: str | None) -> list[str]:
+    """`key=value` means `predict.key=value`; other sections are errors (predict reads none)."""
+    out = []
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if "." not in key:
+            item = f"predict.{item}"
+        elif not key.startswith("predict."):
+            raise ConfigError(f"override {item!r}: predict only reads the predict section "
+                              "(e.g. predict.batch_size=128 or batch_size=128).")
+        out.append(item)
+    return out + ([f"predict.on_error={on_error}"] if on_error else [])
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from arabic_events.batch import parse_shard, predict_file
+    from arabic_events.inference import EventClassifier
+
+    cfg = load_config(args.config, _predict_overrides(args.overrides, args.on_error))
+    logger.info("predict section: %s", cfg.to_dict()["predict"])
+    shard = parse_shard(args.shard)
+    classifier = EventClassifier.from_pretrained(
+        args.run, device=args.device, precision=cfg.predict.precision,
+        batch_size=cfg.predict.batch_size)
+    chunk = {} if args.chunk_size is None else {"chunk_sentences": args.chunk_size}
+    summary = predict_file(classifier, args.input, args.output, cfg.predict, resume=args.resume,
+                           overwrite=args.overwrite, shard=shard, progress=not args.quiet, **chunk)
+    print(summary.output)
+
+
+def _predict_merge(args: argparse.Namespace) -> None:
+    from arabic_events.batch import merge_outputs
+
+    merge_outputs(args.shards, args.output, overwrite=args.overwrite)
+    print(args.output)
+
+
+_PREDICT_EPILOG = """\
+input: .jsonl / .jsonl.gz (fields predict.id_field, predict.text_field), .csv, or a folder of
+.txt files (id = file stem). output: .jsonl or .csv, one record per sentence: doc_id, doc_index,
+sentence, start/end (character span in the document text), text, labels, scores, and the
+ACLED / PLOVER / CAMEO codes of each predicted label.
+
+The output is written to OUTPUT.partial and renamed when complete; after a crash, the same
+command with --resume continues after the last completed chunk (no document lost or repeated).
+
+Scale out: run one process per shard (documents whose input position modulo n is i), then merge
+the shard outputs in input order:
+  arabic-events predict --run R --input in.jsonl.gz --output out.0.jsonl --shard 0/2 &
+  arabic-events predict --run R --input in.jsonl.gz --output out.1.jsonl --shard 1/2 &
+  wait; arabic-events predict-merge --output out.jsonl out.0.jsonl out.1.jsonl
+Each process uses as many torch threads as the cores it may run on: on one machine, pin the
+shards to separate cores (taskset -c 0 arabic-events predict ...; taskset -c 1 ...).
+"""
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    """The `predict` and `predict-merge` subcommands."""
+    p = sub.add_parser("predict", help="label every sentence of a document collection "
+                       "(streaming, resumable, shardable)", epilog=_PREDICT_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run directory written by `train`")
+    p.add_argument("--input", required=True, help="JSONL(.gz), CSV, or a folder of .txt files")
+    p.add_argument("--output", required=True, help=".jsonl or .csv file")
+    p.add_argument("--config", help="YAML config whose predict section is used (optional)")
+    p.add_argument("--on-error", choices=("skip", "fail"), default=None,
+                   help="bad records: skip and log their line (default), or stop the job; "
+                   "same as predict.on_error")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted job")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--shard", default="0/1", help="i/n: this process's share of the documents "
+                   "(input position modulo n == i); merge the outputs with predict-merge")
+    p.add_argument("--chunk-size", type=int, default=None, help="sentences scored and written "
+                   "together (default: 2048)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="predict-section overrides, e.g. batch_size=128 "
+                   "precision=int8 id_field=doc text_field=body")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("predict-merge", help="merge `predict --shard` outputs in input order")
+    p.add_argument("--output", required=True, help=".jsonl or .csv file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("shards", nargs="+", help="the shard outputs (any order)")
+    p.set_defaults(func=_predict_merge)
+
+
 def _add_config(parser: argparse.ArgumentParser, required: bool = False) -> None:
     parser.add_argument("--config", required=required, help="YAML config (see configs/)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=2")
@@ -152,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        help="outside files that must not near-duplicate ours")
     data.choices["agreement"].add_argument("--first", required=True)
     data.choices["agreement"].add_argument("--second", required=True)
+
+    _add_predict(sub)
 
     models = sub.add_parser("models", help="offline encoders").add_subparsers(dest="action",
                                                                              required=True)

@@ -192,8 +192,8 @@ def _train_and_write(
         len(train_data),
         len(dev_data),
         labels,
-        precision,
-        device,
+        accelerator.mixed_precision,
+        accelerator.device,
         accelerator.num_processes,
     )
     state = _Loop(cfg, accelerator, model, tokenizer, train_data, dev_data, partial)
