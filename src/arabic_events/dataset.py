@@ -8,10 +8,10 @@ side, and near-duplicate sentences (token Jaccard above 0.7) pull their document
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-import random
 import re
 from collections import Counter
 from pathlib import Path
@@ -102,30 +102,20 @@ def assign_splits(
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 13,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Grouped, label-stratified train/dev/test split.
+    """Grouped train/dev/test split that is stable under edits.
 
-    Groups (documents joined by near-duplicates) are visited in a seeded random order, largest
-    first, and each goes to the split whose label counts lag furthest behind its target share.
+    Each group (documents joined by near-duplicates) goes to a split chosen by a seeded hash of
+    its first document id, so relabelling a sentence or adding new documents never moves the
+    documents already placed (a greedy, label-stratified assignment would reshuffle them).
     """
-    groups = list(document_groups(records).values())
-    random.Random(seed).shuffle(groups)
-    groups.sort(key=len, reverse=True)
-    keys = [*LABELS, "none"]
-    total = Counter(k for r in records for k in (r["labels"] or ["none"]))
-    have = {s: Counter() for s in SPLITS}
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-    for group in groups:
-        counts = Counter(k for r in group for k in (r["labels"] or ["none"]))
-
-        def deficit(split: str, counts: Counter = counts) -> float:
-            share = ratios[SPLITS.index(split)]
-            return sum(
-                (share * total[k] - have[split][k]) * counts[k] / max(total[k], 1) for k in keys
-            )
-
-        target = max(SPLITS, key=deficit)
-        out[target].extend(group)
-        have[target].update(counts)
+    bounds = np.cumsum(ratios) / sum(ratios)
+    for group in document_groups(records).values():
+        key = min(r["doc_id"] for r in group)
+        digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+        position = int.from_bytes(digest[:8], "big") / 2**64
+        split = SPLITS[int(np.searchsorted(bounds, position, side="right"))]
+        out[split].extend(group)
     return out
 
 
