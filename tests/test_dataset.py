@@ -109,3 +109,27 @@ def test_diversity_report_fields():
     assert stats["distinct_2"] > 0.5
     assert stats["share_hindi_digits"] > 0 and stats["share_tatweel"] > 0
     assert stats["multi_label_sentences"] > 100
+
+
+def test_corpus_overlap_finds_a_copied_sentence(tmp_path: Path):
+    import gzip
+
+    corpus = tmp_path / "news.jsonl.gz"
+    articles = [
+        {
+            "id": "1",
+            "text": "شنت مقاتلات التحالف غارات على مواقع التنظيم غرب الموصل. وارتفعت الأسعار.",
+        },
+        {"id": "2", "text": "افتتح معرض الكتاب في القاهرة بمشاركة واسعة."},
+    ]
+    with gzip.open(corpus, "wt", encoding="utf-8") as handle:
+        for article in articles:
+            handle.write(json.dumps(article, ensure_ascii=False) + "\n")
+    records = [
+        rec("a", "شنت مقاتلات التحالف غارات على مواقع التنظيم غرب الموصل.", ["airstrike"], "d"),
+        rec("b", "اعتقلت الشرطة خمسة أشخاص في البصرة.", ["arrest"], "d"),
+    ]
+    result = dataset.corpus_overlap(records, corpus, chunk=1)
+    assert result["corpus_sentences"] == 3
+    assert result["max_jaccard"] == pytest.approx(1.0)
+    assert result["over_0.7"] == 1

@@ -74,7 +74,10 @@ def _data(args: argparse.Namespace) -> None:
         print("data check passed: schema, labels, no duplicates, no leakage across splits")
     elif args.action == "stats":
         records = dataset.load_authored(root)
-        print(json.dumps(dataset.diversity(records), indent=2, ensure_ascii=False))
+        stats = dataset.diversity(records)
+        if args.corpus:
+            stats["corpus_overlap"] = dataset.corpus_overlap(records, Path(args.corpus))
+        print(json.dumps(stats, indent=2, ensure_ascii=False))
     elif args.action == "agreement":
         from arabic_events.data import read_records
 
@@ -111,6 +114,10 @@ def _predict(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, _predict_overrides(args.overrides, args.on_error))
     logger.info("predict section: %s", cfg.to_dict()["predict"])
     shard = parse_shard(args.shard)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     classifier = EventClassifier.from_pretrained(
         args.run, device=args.device, precision=cfg.predict.precision,
         batch_size=cfg.predict.batch_size)
@@ -165,6 +172,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, default=None, help="sentences scored and written "
                    "together (default: 2048)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default 0: "
+                   "torch's choice, one per core); give each of n shards on one machine "
+                   "cores/n")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="predict-section overrides, e.g. batch_size=128 "
                    "precision=int8 id_field=doc text_field=body")
@@ -237,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.choices["split"].add_argument("--seed", type=int, default=13)
     data.choices["check"].add_argument("--against", nargs="*", default=[],
                                        help="outside files that must not near-duplicate ours")
+    data.choices["stats"].add_argument(
+        "--corpus", help="also measure closeness to a JSONL(.gz) news corpus (no copying)"
+    )
     data.choices["agreement"].add_argument("--first", required=True)
     data.choices["agreement"].add_argument("--second", required=True)
 
