@@ -23,7 +23,11 @@ def _table(results: dict[str, Any], labels: list[str]) -> list[str]:
 
 
 def write_model_card(
-    run_dir: Path, cfg: Config, results: dict[str, Any], thresholds: dict[str, float]
+    run_dir: Path,
+    cfg: Config,
+    results: dict[str, Any],
+    thresholds: dict[str, float],
+    name: str | None = None,
 ) -> None:
     """Write `README.md`: data, config, metrics, intended use and limits."""
     labels = list(cfg.data.labels)
@@ -61,7 +65,7 @@ def write_model_card(
         "## Use",
         "```python",
         "from arabic_events import EventClassifier",
-        f'clf = EventClassifier.from_pretrained("{run_dir.name}")',
+        f'clf = EventClassifier.from_pretrained("{cfg.train.output_dir}/{name or run_dir.name}")',
         'clf.predict("نفذت طائرات التحالف غارات جوية على مواقع التنظيم غرب الموصل.")',
         "```",
         'Or `transformers.pipeline("text-classification", model=DIR, top_k=None)` on text '

@@ -9,6 +9,7 @@ when complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -436,6 +437,14 @@ def _finish(
         "samples_per_second": round(loop.samples / max(loop.seconds, 1e-9), 2),
         "history": loop.history,
         "train_sentences": len(loop.train_data),
+        "data_sha256": {
+            name: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            for name, path in {
+                "train": cfg.data.train_file,
+                "dev": cfg.data.dev_file,
+                **cfg.data.eval_files,
+            }.items()
+        },
         "dev_sentences": len(loop.dev_data),
         "processes": accelerator.num_processes,
         "precision": accelerator.mixed_precision,
@@ -446,7 +455,7 @@ def _finish(
     thresholds_map = {name: float(v) for name, v in zip(labels, thresholds, strict=True)}
     (partial / "thresholds.json").write_text(json.dumps(thresholds_map, indent=2), encoding="utf-8")
     (partial / "metrics.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    write_model_card(partial, cfg, results, thresholds_map)
+    write_model_card(partial, cfg, results, thresholds_map, name=final.name)
     for leftover in ("best", "checkpoints", "tokenizer"):
         shutil.rmtree(partial / leftover, ignore_errors=True)
     os.replace(partial, final)
