@@ -393,3 +393,16 @@ def test_train_subcommand_takes_seeds():
     args = build_parser().parse_args(["train", "--config", str(DEBUG), "--seeds", "13,42,77",
                                       "train.epochs=1"])
     assert parse_seeds(args.seeds) == [13, 42, 77] and args.overrides == ["train.epochs=1"]
+
+
+def test_threshold_tolerance_prefers_the_default_on_a_flat_f1_curve():
+    from arabic_events.metrics import tune_thresholds
+
+    # positives score 0.95-0.99, negatives 0.01-0.30: every threshold in (0.30, 0.95] is perfect
+    probs = np.array([[0.99], [0.97], [0.95], [0.30], [0.10], [0.01]])
+    gold = np.array([[1], [1], [1], [0], [0], [0]])
+    assert tune_thresholds(probs, gold, tolerance=0.0)[0] == pytest.approx(0.5)
+    # one positive at 0.45: 0.45 is best, 0.5 loses F1 0.143; a 0.2 tolerance keeps 0.5
+    probs[2, 0] = 0.45
+    assert tune_thresholds(probs, gold, tolerance=0.0)[0] == pytest.approx(0.45, abs=0.006)
+    assert tune_thresholds(probs, gold, tolerance=0.2)[0] == pytest.approx(0.5)

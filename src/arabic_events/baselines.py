@@ -396,7 +396,8 @@ def fit_baselines(cfg: Config, names: tuple[str, ...] = ("lexicon", "tfidf"),
         model.fit([r["text"] for r in train], label_matrix(train, labels))
         dev_probs = model.predict_proba([r["text"] for r in dev])
         model.thresholds = metrics.tune_thresholds(
-            dev_probs, label_matrix(dev, labels), cfg.eval.threshold_grid, cfg.eval.threshold)
+            dev_probs, label_matrix(dev, labels), cfg.eval.threshold_grid, cfg.eval.threshold,
+            cfg.eval.threshold_tolerance)
         logger.info("%s: thresholds tuned on dev %s: %s", name, cfg.data.dev_file,
                     _threshold_map(labels, model.thresholds))
         fitted[name] = model

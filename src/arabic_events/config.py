@@ -159,6 +159,9 @@ class EvalConfig:
     """Tune a threshold per label on dev (maximising F1) at the end of training."""
     threshold_grid: int = 99
     """Number of candidate thresholds between 0.01 and 0.99."""
+    threshold_tolerance: float = 0.01
+    """Tuning keeps the threshold nearest `threshold` among those within this much dev F1 of
+    the best (a flat F1 curve otherwise picks an extreme that transfers badly to new text)."""
     batch_size: int = 64
     bootstrap: int = 1000
     """Bootstrap resamples for confidence intervals."""
@@ -391,6 +394,10 @@ def validate(cfg: Config) -> None:
         problems.append(f"train.max_steps={cfg.train.max_steps!r}: must be > 0 or null")
     if not 0 <= cfg.train.warmup_ratio < 1:
         problems.append(f"train.warmup_ratio={cfg.train.warmup_ratio!r}: must be in [0, 1)")
+    if not 0 <= cfg.eval.threshold_tolerance < 1:
+        problems.append(
+            f"eval.threshold_tolerance={cfg.eval.threshold_tolerance!r}: must be in [0, 1)"
+        )
     if not 0 < cfg.eval.threshold < 1:
         problems.append(f"eval.threshold={cfg.eval.threshold!r}: must be in (0, 1)")
     if cfg.model.max_length > 512:

@@ -105,11 +105,17 @@ def compute(
 
 
 def tune_thresholds(
-    probs: np.ndarray, y_true: np.ndarray, grid: int = 99, default: float = 0.5
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    grid: int = 99,
+    default: float = 0.5,
+    tolerance: float = 0.0,
 ) -> np.ndarray:
     """Per-label thresholds that maximise F1 on the data given (use dev only, never test).
 
-    Ties prefer the candidate nearest `default`; a label without positives keeps `default`.
+    Among candidates whose F1 is within `tolerance` of the best, the one nearest `default` wins:
+    on a dev set the model nearly separates, F1 is flat over a wide range, and the extreme end
+    of that range transfers worst to new text. A label without positives keeps `default`.
     """
     probs = np.asarray(probs, dtype=float)
     y_true = np.asarray(y_true, dtype=bool)
@@ -124,5 +130,6 @@ def tune_thresholds(
         fp = (pred & ~y_true[:, j]).sum(1)
         fn = (~pred & y_true[:, j]).sum(1)
         f1 = _f1(tp.astype(float), fp.astype(float), fn.astype(float))
-        best[j] = candidates[order[np.argmax(f1[order])]]
+        good = f1[order] >= f1.max() - tolerance - 1e-12
+        best[j] = candidates[order[np.argmax(good)]]
     return best

@@ -414,7 +414,11 @@ def _finish(
     thresholds = np.full(len(labels), cfg.eval.threshold)
     if cfg.eval.tune_thresholds:
         thresholds = metrics.tune_thresholds(
-            dev_probs, loop.dev_data.labels, cfg.eval.threshold_grid, cfg.eval.threshold
+            dev_probs,
+            loop.dev_data.labels,
+            cfg.eval.threshold_grid,
+            cfg.eval.threshold,
+            cfg.eval.threshold_tolerance,
         )
     results: dict[str, Any] = {
         "dev": {
