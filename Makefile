@@ -31,10 +31,10 @@ train: setup
 	$(MAKE) evaluate
 
 evaluate: setup
-	$(BIN)/arabic-events evaluate --run $(RUN) --data test --out $(RUN)/eval/test
-	$(BIN)/arabic-events evaluate --run $(RUN) --data seed_test --out $(RUN)/eval/seed_test
+	$(BIN)/arabic-events evaluate --run $(RUN) --data test --out $(RUN)/eval/test --overwrite
+	$(BIN)/arabic-events evaluate --run $(RUN) --data seed_test --out $(RUN)/eval/seed_test --overwrite
 	@if [ -f "$(REALNEWS)" ]; then \
-	  $(BIN)/arabic-events evaluate --run $(RUN) --data $(REALNEWS) --out $(RUN)/eval/realnews-dev; \
+	  $(BIN)/arabic-events evaluate --run $(RUN) --data $(REALNEWS) --out $(RUN)/eval/realnews-dev --overwrite; \
 	else echo "no $(REALNEWS): real-news evaluation skipped"; fi
 
 test: setup

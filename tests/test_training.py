@@ -82,8 +82,17 @@ def test_same_config_and_seed_give_same_metrics(tmp_path: Path, tiny_run: Path):
 
 def test_existing_run_directory_is_not_overwritten(tiny_run: Path):
     cfg = load_config(DEBUG, tiny_overrides(tiny_run.parent, tiny_run.name))
-    with pytest.raises(RunDirError, match="exists already"):
+    with pytest.raises(RunDirError, match="holds a trained model already"):
         run(cfg)
+
+
+def test_a_model_card_without_weights_is_replaced(tmp_path: Path):
+    card = tmp_path / "carded"
+    card.mkdir(parents=True)
+    (card / "README.md").write_text("an old model card kept in git", encoding="utf-8")
+    out = run(load_config(DEBUG, tiny_overrides(tmp_path, "carded", **{"train.max_steps": "2"})))
+    assert (out / "model.safetensors").is_file()
+    assert "an old model card" not in (out / "README.md").read_text()
 
 
 KILLER = """

@@ -120,9 +120,10 @@ def _pos_weight(cfg: Config, labels: np.ndarray) -> torch.Tensor | None:
 def _prepare_dirs(cfg: Config, resume: bool) -> tuple[Path, Path]:
     final = Path(cfg.train.output_dir) / cfg.train.run_name
     partial = Path(cfg.train.output_dir) / f".{cfg.train.run_name}.partial"
-    if final.exists():
+    if (final / "model.safetensors").exists():
         raise RunDirError(
-            f"{final} exists already; choose another train.run_name or delete the folder."
+            f"{final} holds a trained model already; choose another train.run_name or delete "
+            "the folder."
         )
     if resume and not partial.is_dir():
         raise RunDirError(f"--resume: no interrupted run at {partial}; start without --resume.")
@@ -462,5 +463,8 @@ def _finish(
     write_model_card(partial, cfg, results, thresholds_map, name=final.name)
     for leftover in ("best", "checkpoints", "tokenizer"):
         shutil.rmtree(partial / leftover, ignore_errors=True)
+    if final.exists():  # a model card kept in git without weights: the new run replaces it
+        logger.info("replacing %s (no weights: a model card kept in git)", final)
+        shutil.rmtree(final)
     os.replace(partial, final)
     logger.info("run directory written: %s", final)
