@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from arabic_events.config import PredictConfig
 from arabic_events.data import has_arabic
 from arabic_events.labels import ONTOLOGY
+from arabic_events.sentences import Sentence, split_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ def _csv_record(row: dict[str, str], labels: list[str]) -> dict[str, Any]:
 
 
 def sentence_records(
-    doc: Document, sentences: list[tuple[int, Any]], probs: np.ndarray, names: list[list[str]],
+    doc: Document, sentences: list[tuple[int, Sentence]], probs: np.ndarray, names: list[list[str]],
     labels: list[str],
 ) -> list[dict[str, Any]]:
     """Output records of one document's sentences (scores rounded to 6 decimals)."""
@@ -464,22 +465,29 @@ def predict_file(
         bar.close()
     summary.seconds = time.perf_counter() - started
     logger.info(
-        "%s: %d documents, %d sentences (%.1f sentences/s), %d bad records skipped, "
+        "%s: %d documents, %d sentences in %.1f s (%.1f sentences/s), %d bad records skipped, "
         "%d documents already done", output_path, summary.documents, summary.sentences,
-        summary.sentences / max(summary.seconds, 1e-9), summary.skipped, summary.resumed,
+        summary.seconds, summary.sentences / max(summary.seconds, 1e-9), summary.skipped,
+        summary.resumed,
     )
     return summary
+
+
+def document_sentences(text: str, min_arabic_ratio: float) -> list[tuple[int, Sentence]]:
+    """A document's sentences with their `split_sentences` index, non-Arabic ones left out."""
+    from arabic_events.inference import arabic_ratio
+
+    return [(i, s) for i, s in enumerate(split_sentences(text))
+            if arabic_ratio(s.text) >= min_arabic_ratio]
 
 
 def _chunks(
     documents: Iterator[Document | BadRecord], done: set[str], cfg: PredictConfig,
     summary: PredictSummary, chunk_sentences: int,
-) -> Iterator[list[tuple[Document, list[tuple[int, Any]]]]]:
+) -> Iterator[list[tuple[Document, list[tuple[int, Sentence]]]]]:
     """Group documents (split into sentences) into chunks of about `chunk_sentences`."""
-    from arabic_events.inference import document_sentences
-
     seen: set[str] = set()
-    chunk: list[tuple[Document, list[tuple[int, Any]]]] = []
+    chunk: list[tuple[Document, list[tuple[int, Sentence]]]] = []
     size = 0
     for doc in documents:
         if isinstance(doc, Document) and doc.id in seen:
@@ -506,7 +514,7 @@ def _chunks(
 
 
 def _score_chunk(
-    classifier: Any, chunk: list[tuple[Document, list[tuple[int, Any]]]], batch_size: int,
+    classifier: Any, chunk: list[tuple[Document, list[tuple[int, Sentence]]]], batch_size: int,
     fmt: OutputFormat,
 ) -> bytes:
     """Score a chunk's sentences together (length-sorted) and encode its records in order."""
