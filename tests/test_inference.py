@@ -13,7 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from arabic_events.inference import EventClassifier, arabic_ratio, resolve_precision
+from arabic_events.inference import (
+    CPU_BATCH_TOKENS,
+    EventClassifier,
+    arabic_ratio,
+    resolve_precision,
+)
 from arabic_events.labels import LABELS
 from arabic_events.preprocess import Preprocessor
 
@@ -112,6 +117,18 @@ def test_batch_size_does_not_change_results(clf: EventClassifier) -> None:
         probs = clf.predict_scores(SENTENCES, batch_size=size)
         np.testing.assert_allclose(probs, reference, atol=1e-5)
         assert clf.decide(probs) == clf.decide(reference)
+
+
+def test_token_budget_caps_batches_without_changing_scores(tiny_run: Path,
+                                                           clf: EventClassifier) -> None:
+    small = EventClassifier.from_pretrained(tiny_run, precision="fp32", max_batch_tokens=40)
+    lengths = np.array([30, 5, 12, 64, 7, 7, 20])
+    batches = small._batches(lengths, 64)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    assert all(len(b) == 1 or len(b) * lengths[b].max() <= 40 for b in batches)
+    assert clf.max_batch_tokens == CPU_BATCH_TOKENS  # the CPU default
+    np.testing.assert_allclose(small.predict_scores(SENTENCES), clf.predict_scores(SENTENCES),
+                               atol=1e-5)
 
 
 def test_same_scores_as_transformers_pipeline(tiny_run: Path, clf: EventClassifier) -> None:
