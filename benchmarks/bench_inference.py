@@ -227,16 +227,10 @@ def machine() -> dict[str, Any]:
         flags = " ".join(f for f in ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni")
                          if f" {f}" in info)
     import transformers
-
-    try:
-        import onnxruntime
-        ort = onnxruntime.__version__
-    except ImportError:
-        ort = None
     return {"cpu": cpu, "flags": flags, "cores": len(os.sched_getaffinity(0)),
             "torch_threads": torch.get_num_threads(), "bf16_native": cpu_supports_bf16(),
             "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "onnxruntime": ort,
+            "transformers": transformers.__version__,
             "load_average": os.getloadavg()}
 
 
@@ -251,11 +245,11 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
         f"{results['sentences']} sentences from `{results['corpus']}` (seed {results['seed']}), "
         f"one run of `benchmarks/bench_inference.py` ({results['blocks']} interleaved blocks) "
         f"on {m['cpu']} ({m['cores']} cores, "
-        f"{m['flags']}; torch {m['torch']}, transformers {m['transformers']}, onnxruntime "
-        f"{m['onnxruntime']}), batch size {results['batch_size']}. Load average at the end: "
-        f"{', '.join(f'{x:.1f}' for x in m['load_average'])} (other jobs share the cores: "
-        "compare ratios only). Ratios are against the faster pipeline setting; agreement is the "
-        "share of sentence x label decisions equal to ours fp32.", "",
+        f"{m['flags']}; torch {m['torch']}, transformers {m['transformers']}), batch size {results['batch_size']}. Load average at the end: "
+        f"{', '.join(f'{x:.1f}' for x in m['load_average'])} (the benchmark's own threads "
+        "give 2; more means other jobs shared the cores: compare ratios only). Ratios are "
+        "against the faster pipeline setting; agreement is the share of sentence x label "
+        "decisions equal to ours fp32.", "",
     ]
     for name, model in results["models"].items():
         lines += [f"## {name}", "", f"Run: `{model['run']}`; mean {model['mean_tokens']:.1f} "

@@ -15,6 +15,7 @@ import torch
 
 from arabic_events.inference import (
     CPU_BATCH_TOKENS,
+    DynamicInt8Linear,
     EventClassifier,
     arabic_ratio,
     resolve_precision,
@@ -156,8 +157,9 @@ def test_low_precision_agrees_with_fp32(
                                                                       dtype=object))
     assert agree.mean() >= 0.95
     if precision == "int8":
-        dynamic = torch.ao.nn.quantized.dynamic.Linear
-        assert any(isinstance(m, dynamic) for m in low.model.modules())
+        quantised = [m for m in low.model.modules() if isinstance(m, DynamicInt8Linear)]
+        assert len(quantised) == 6 * low.model.config.num_hidden_layers + 1  # + the pooler
+        assert not any(type(m) is torch.nn.Linear for m in low.model.bert.modules())
         assert isinstance(low.model.classifier, torch.nn.Linear)  # the head stays fp32
     else:
         assert next(low.model.bert.parameters()).dtype == torch.bfloat16
@@ -188,3 +190,17 @@ def test_package_import_stays_light() -> None:
         "assert EventClassifier.__module__ == 'arabic_events.inference'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dynamic_int8_linear_keeps_small_channels() -> None:
+    """Per-channel weight scales: a row 1000x smaller than its neighbours keeps its precision."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 8)
+    with torch.no_grad():
+        linear.weight[0] *= 1000  # one huge row: a per-tensor scale would round the rest to 0
+    x = torch.randn(3, 5, 64)
+    expected = linear(x)
+    got = DynamicInt8Linear(linear)(x)
+    assert got.shape == expected.shape == (3, 5, 8)
+    relative = (got - expected).norm(dim=(0, 1)) / expected.norm(dim=(0, 1))
+    assert relative.max() < 0.03, relative

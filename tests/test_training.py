@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import transformers
+import yaml
 from conftest import ROOT, tiny_overrides
 
 from arabic_events.config import load_config
@@ -54,6 +55,9 @@ def test_run_directory_is_complete_and_self_describing(tiny_run: Path):
     for heading in ("## Data", "## Metrics", "## Intended use and limits"):
         assert heading in card
     assert not (tiny_run.parent / ".tiny.partial").exists()
+    saved = json.loads((tiny_run / "tokenizer_config.json").read_text())
+    run_config = yaml.safe_load((tiny_run / "run_config.yaml").read_text())
+    assert saved["model_max_length"] == run_config["model"]["max_length"]
 
 
 def test_run_directory_loads_in_plain_transformers_pipeline(tiny_run: Path):

@@ -182,6 +182,7 @@ def _train_and_write(
     tokenizer, model = build_tokenizer_and_model(cfg.model, labels, train_texts)
     if resume and (partial / "tokenizer").is_dir():
         tokenizer = load_tokenizer(str(partial / "tokenizer"))
+    tokenizer.model_max_length = cfg.model.max_length  # what `pipeline` truncates at by default
     if accelerator.is_main_process and not resume:
         (partial / "tokenizer").mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(partial / "tokenizer")
