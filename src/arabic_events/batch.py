@@ -456,7 +456,7 @@ def predict_file(
             summary.documents += len(chunk)
             summary.sentences += sentences
             bar.update(sentences)
-            bar.set_postfix(docs=summary.documents, refresh=False)
+            bar.set_postfix(docs=str(summary.documents), refresh=False)  # not "3e+4"
             if on_chunk_written is not None:
                 on_chunk_written(chunk_number)
         out.commit()
