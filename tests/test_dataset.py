@@ -133,3 +133,4 @@ def test_corpus_overlap_finds_a_copied_sentence(tmp_path: Path):
     assert result["corpus_sentences"] == 3
     assert result["max_jaccard"] == pytest.approx(1.0)
     assert result["over_0.7"] == 1
+    assert result["ids_over_0.5"] == {"a": pytest.approx(1.0)}

@@ -266,7 +266,8 @@ def corpus_overlap(
     """How close the authored sentences come to any sentence of a JSONL(.gz) news corpus.
 
     Evidence that nothing was copied: the largest token Jaccard between an authored sentence
-    and a corpus sentence, and how many authored sentences exceed 0.5 and 0.7.
+    and a corpus sentence, how many authored sentences exceed 0.5 and 0.7, and the ids of those
+    over 0.5 (to read them against the corpus).
     """
     import gzip
 
@@ -307,4 +308,6 @@ def corpus_overlap(
         "over_0.5": int((best > 0.5).sum()),
         "over_0.7": int((best > 0.7).sum()),
         "mean_best_jaccard": round(float(best.mean()), 4),
+        "ids_over_0.5": {records[i].get("id", str(i)): round(float(best[i]), 4)
+                         for i in np.flatnonzero(best > 0.5)},
     }
