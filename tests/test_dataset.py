@@ -134,3 +134,26 @@ def test_corpus_overlap_finds_a_copied_sentence(tmp_path: Path):
     assert result["max_jaccard"] == pytest.approx(1.0)
     assert result["over_0.7"] == 1
     assert result["ids_over_0.5"] == {"a": pytest.approx(1.0)}
+
+
+def test_repository_holds_no_real_news_sentence():
+    """The real-news dev set is read in place: none of its sentences may be committed (notebook
+    outputs and evaluation reports included). Skipped where the set is absent."""
+    import subprocess
+
+    realnews = ROOT.parent / "shared" / "realnews-dev" / "ant-dev.jsonl"
+    if not realnews.is_file() or not (ROOT / ".git").exists():
+        pytest.skip("no real-news dev set or no git checkout here")
+    sentences = [json.loads(line)["text"] for line in realnews.read_text("utf-8").splitlines()
+                 if line.strip()]
+    fragments = {s[:70] for s in sentences if len(s) >= 90}  # longer than stock formulas
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split("\n")
+    leaks = []
+    for name in filter(None, tracked):
+        path = ROOT / name
+        if path.suffix in {".png", ".safetensors"} or not path.is_file():
+            continue
+        text = path.read_text("utf-8", errors="ignore").replace('\\"', '"')  # JSON quotes
+        leaks += [name for fragment in fragments if fragment in text]
+    assert not leaks, f"real-news sentences committed in {sorted(set(leaks))}"
