@@ -17,11 +17,11 @@ from arabic_events.inference import (
     CPU_BATCH_TOKENS,
     DynamicInt8Linear,
     EventClassifier,
-    arabic_ratio,
     resolve_precision,
 )
 from arabic_events.labels import LABELS
 from arabic_events.preprocess import Preprocessor
+from arabic_events.sentences import arabic_ratio
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SENTENCES = [

@@ -480,3 +480,13 @@ def test_labelled_seed_sentences_match_the_splitter() -> None:
         assert row["doc_id"] == row["id"][:8]
         assert row["near_duplicate_of"] is None or row["near_duplicate_of"] in seen
         seen.add(row["id"])
+
+
+def test_document_sentences_leaves_out_non_arabic_lines() -> None:
+    from arabic_events.sentences import document_sentences
+
+    text = "غارات جوية على مواقع التنظيم.\nRead more at example.com\nوقال المتحدث إن القوات انسحبت."
+    kept, skipped = document_sentences(text, min_arabic_ratio=0.3)
+    assert [i for i, _ in kept] == [0, 2] and skipped == 1
+    assert all(text[s.start:s.end] == s.text for _, s in kept)
+    assert document_sentences(text, min_arabic_ratio=0.0)[1] == 0

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from arabic_events.config import PredictConfig
 from arabic_events.data import has_arabic
 from arabic_events.labels import ONTOLOGY
-from arabic_events.sentences import Sentence, split_sentences
+from arabic_events.sentences import Sentence, document_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -473,14 +473,6 @@ def predict_file(
     return summary
 
 
-def document_sentences(text: str, min_arabic_ratio: float) -> list[tuple[int, Sentence]]:
-    """A document's sentences with their `split_sentences` index, non-Arabic ones left out."""
-    from arabic_events.inference import arabic_ratio
-
-    return [(i, s) for i, s in enumerate(split_sentences(text))
-            if arabic_ratio(s.text) >= min_arabic_ratio]
-
-
 def _chunks(
     documents: Iterator[Document | BadRecord], done: set[str], cfg: PredictConfig,
     summary: PredictSummary, chunk_sentences: int,
@@ -503,7 +495,7 @@ def _chunks(
         if doc.id in done:
             summary.resumed += 1
             continue
-        sentences = document_sentences(doc.text, cfg.min_arabic_ratio)
+        sentences, _ = document_sentences(doc.text, cfg.min_arabic_ratio)
         chunk.append((doc, sentences))
         size += len(sentences)
         if size >= chunk_sentences:

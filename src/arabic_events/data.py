@@ -17,8 +17,7 @@ import datasets
 import numpy as np
 
 from arabic_events.labels import LABELS, check_labels
-
-ARABIC_LETTER = re.compile(r"[\u0621-\u064A\u0671-\u06D3\u06FA-\u06FF]")
+from arabic_events.sentences import ARABIC_LETTER
 
 
 class DataError(ValueError):

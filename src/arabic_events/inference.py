@@ -32,10 +32,9 @@ import torch
 import yaml
 
 from arabic_events.config import PredictConfig
-from arabic_events.data import ARABIC_LETTER
 from arabic_events.modeling import cpu_supports_bf16, load_trained, pick_device
 from arabic_events.preprocess import Preprocessor
-from arabic_events.sentences import Sentence, split_sentences
+from arabic_events.sentences import document_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -90,29 +89,6 @@ class DocumentPrediction:
     skipped: int = 0
 
 
-def arabic_ratio(text: str) -> float:
-    """Share of Arabic letters among the letters of `text` (0.0 when it has no letter)."""
-    letters = sum(ch.isalpha() for ch in text)
-    return len(ARABIC_LETTER.findall(text)) / letters if letters else 0.0
-
-
-def document_sentences(
-    text: str, min_arabic_ratio: float = _DEFAULTS.min_arabic_ratio
-) -> list[tuple[int, Sentence]]:
-    """The sentences of a document worth scoring, with their index among all its sentences.
-
-    Args:
-        text: The document text.
-        min_arabic_ratio: Sentences with a smaller share of Arabic letters are left out
-            (English captions, URLs, bylines in Latin script).
-
-    Returns:
-        `(index, Sentence)` pairs; `Sentence.start`/`end` are offsets into `text`.
-    """
-    return [(i, s) for i, s in enumerate(split_sentences(text))
-            if arabic_ratio(s.text) >= min_arabic_ratio]
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     """Turn `auto` into `bf16` or `fp32`, and reject combinations that cannot run.
 
@@ -141,8 +117,7 @@ def _lower_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     """Cast (bf16) or quantise (int8) the encoder; the classification head stays float32."""
     if precision == "fp32":
         return model
-    head_name = "classifier"
-    head = getattr(model, head_name, None)
+    head = getattr(model, "classifier", None)
     if not isinstance(head, torch.nn.Module):
         raise ValueError(f"{type(model).__name__} has no `classifier` head; use precision=fp32.")
     encoder = model.base_model
@@ -228,13 +203,13 @@ class EventClassifier:
     Build it with `from_pretrained`. Scores are sigmoid outputs; a label is predicted when its
     score reaches the threshold tuned for it on dev (`thresholds.json`).
 
-    Example (the fine-tuned e5-small run; a preliminary model, so scores will vary):
+    Example (the offline run written by `make train`; a retrained model's scores will vary):
         >>> from arabic_events import EventClassifier
-        >>> clf = EventClassifier.from_pretrained("outputs/e5-prelim3", precision="fp32")
+        >>> clf = EventClassifier.from_pretrained("models/e5-small-offline", precision="fp32")
         >>> pred = clf.predict("شنت مقاتلات التحالف غارات جوية على مواقع لتنظيم داعش قرب الموصل.")
         >>> pred.labels, {name: round(score, 2) for name, score in pred.scores.items()}
-        (['airstrike'], {'airstrike': 0.96, 'arrest': 0.13, 'base_handover': 0.19, \
-'statement': 0.41, 'political_pressure': 0.22})
+        (['airstrike'], {'airstrike': 0.99, 'arrest': 0.05, 'base_handover': 0.05, \
+'statement': 0.13, 'political_pressure': 0.08})
         >>> text = ("التحالف يسلم قاعدة K1 للقوات العراقية\\n"
         ...         "وقال المتحدث باسم التحالف إن القوات اعتقلت ثلاثة مسلحين.")
         >>> doc = clf.predict_documents([("k1", text)])[0]
@@ -394,17 +369,16 @@ class EventClassifier:
         """
         items = [(str(i), doc) if isinstance(doc, str) else (str(doc[0]), doc[1])
                  for i, doc in enumerate(documents)]
-        split = [(doc_id, text, split_sentences(text)) for doc_id, text in items]
-        kept = [[(i, s) for i, s in enumerate(sents)
-                 if arabic_ratio(s.text) >= self.min_arabic_ratio] for _, _, sents in split]
-        probs = self.predict_scores([s.text for doc in kept for _, s in doc])
+        split = [(doc_id, *document_sentences(text, self.min_arabic_ratio))
+                 for doc_id, text in items]
+        probs = self.predict_scores([s.text for _, kept, _ in split for _, s in kept])
         names = self.decide(probs)
         results, k = [], 0
-        for (doc_id, _, sents), doc in zip(split, kept, strict=True):
+        for doc_id, kept, skipped in split:
             sentences = [self._sentence(s.text, probs[k + j], names[k + j], i, s.start, s.end)
-                         for j, (i, s) in enumerate(doc)]
-            k += len(doc)
-            results.append(self._roll_up(doc_id, sentences, len(sents) - len(doc)))
+                         for j, (i, s) in enumerate(kept)]
+            k += len(kept)
+            results.append(self._roll_up(doc_id, sentences, skipped))
         return results
 
     def _sentence(self, text: str, row: np.ndarray, names: list[str], index: int,

@@ -321,3 +321,31 @@ def _emit(line: str, offset: int, start: int, end: int, out: list[Sentence]) -> 
     if text and _HAS_WORD.search(text):
         first = offset + start + len(piece) - len(left)
         out.append(Sentence(text, first, first + len(text)))
+
+
+ARABIC_LETTER = re.compile(r"[\u0621-\u064A\u0671-\u06D3\u06FA-\u06FF]")
+"""One Arabic letter (hamza to yeh, and the Persian/Urdu extensions)."""
+
+
+def arabic_ratio(text: str) -> float:
+    """Share of Arabic letters among the letters of `text` (0.0 when it has no letter)."""
+    letters = sum(ch.isalpha() for ch in text)
+    return len(ARABIC_LETTER.findall(text)) / letters if letters else 0.0
+
+
+def document_sentences(
+    text: str, min_arabic_ratio: float
+) -> tuple[list[tuple[int, Sentence]], int]:
+    """The sentences of a document worth scoring, with their index among all its sentences.
+
+    Args:
+        text: The document text.
+        min_arabic_ratio: Sentences with a smaller share of Arabic letters are left out
+            (English captions, URLs, bylines in Latin script).
+
+    Returns:
+        `(index, Sentence)` pairs (offsets into `text`), and how many sentences were left out.
+    """
+    sentences = split_sentences(text)
+    kept = [(i, s) for i, s in enumerate(sentences) if arabic_ratio(s.text) >= min_arabic_ratio]
+    return kept, len(sentences) - len(kept)
