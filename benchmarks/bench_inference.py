@@ -11,7 +11,9 @@ in place; articles drawn with a fixed seed, split with `split_sentences`, Arabic
   (their preprocessing time is *not* counted, which favours the pipeline);
 - `ours fp32` / `ours bf16` / `ours int8`: `EventClassifier.predict_scores`, the core of
   `arabic-events predict` (preprocessing, tokenising the whole list at once, length-sorted
-  batches, inference_mode), with raw sentences.
+  batches, inference_mode), with raw sentences; `ours int8` with the kernel `auto` picks
+  (oneDNN with fused QKV and GELU on VNNI/AMX CPUs), `ours int8 (portable kernel)` with
+  torch's `quantized.linear_dynamic`, for comparison.
 
 All five are loaded at once, warmed up on 32 sentences, then timed interleaved: the sentences
 are cut into blocks (8 by default) and every method runs on each block in turn, in a rotating
@@ -184,6 +186,8 @@ def bench_model(name: str, run: Path, sentences: list[str], batch_size: int,
         ours[precision] = EventClassifier.from_pretrained(
             run, device="cpu", precision=precision, batch_size=batch_size)
         load_seconds[precision] = time.perf_counter() - start
+    ours["int8 (portable kernel)"] = EventClassifier.from_pretrained(
+        run, device="cpu", precision="int8", batch_size=batch_size, int8_kernel="dynamic")
     fp32 = ours["fp32"]
     prepped = fp32.preprocessor.batch(sentences)
     tokens = [len(ids) for ids in fp32.tokenizer(prepped, truncation=True,

@@ -8,10 +8,11 @@ by length and scored in batches padded only to their own longest sentence, under
 - `fp32`: the model as trained;
 - `bf16`: the encoder cast to bfloat16, the 5-label head kept in float32 (fast on CPUs with
   AMX / AVX512-BF16 and on GPUs; scores move by about 1e-3);
-- `int8`: dynamic quantisation of the encoder's Linear layers (`DynamicInt8Linear`: weights
-  int8 per output channel, packed for oneDNN; activations quantised on the fly to the full
-  8-bit range), head kept in float32; CPU only, scores move by about 1e-2. On CPUs with AMX
-  int8 and bf16 run at about the same speed; int8 pays off on CPUs without bf16.
+- `int8`: dynamic quantisation of the encoder's Linear layers (`quantization.py`: weights int8
+  per output channel, activations quantised per call over their range; oneDNN GEMMs with fused
+  query/key/value and GELU on x86 CPUs with VNNI/AMX), head kept in float32; CPU only, scores
+  move by about 1e-2. The fastest CPU setting on an AMX Xeon (about 1.5x bf16 on an
+  AraBERT-sized model), but with a larger error than bf16.
 
 `auto` picks bf16 where the hardware runs it natively and fp32 elsewhere; int8 is never picked
 automatically.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ import yaml
 from arabic_events.config import PredictConfig
 from arabic_events.modeling import cpu_supports_bf16, load_trained, pick_device
 from arabic_events.preprocess import Preprocessor
+from arabic_events.quantization import quantize_encoder
 from arabic_events.sentences import document_sentences
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ def _float32_head(module: torch.nn.Module, args: tuple) -> tuple:
     return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
 
 
-def _lower_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+def _lower_precision(model: torch.nn.Module, precision: str,
+                     int8_kernel: str = "auto") -> torch.nn.Module:
     """Cast (bf16) or quantise (int8) the encoder; the classification head stays float32."""
     if precision == "fp32":
         return model
@@ -124,53 +126,10 @@ def _lower_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     if precision == "bf16":
         encoder.to(torch.bfloat16)
     else:
-        _quantize_int8(encoder)
+        kernel = quantize_encoder(encoder, int8_kernel)
+        logger.info("int8: %s kernel", kernel)
     head.register_forward_pre_hook(_float32_head)
     return model
-
-
-class DynamicInt8Linear(torch.nn.Module):
-    """A float Linear layer run as int8 x int8 matmuls with float input and output.
-
-    Weights are quantised symmetrically per output channel; each call quantises its input to
-    uint8 with one scale and zero point over the whole tensor, using all 8 bits. Torch's
-    `quantize_dynamic` quantises weights per tensor and activations to 7 bits (`reduce_range`,
-    a guard against int16 overflow on AVX2 kernels that oneDNN's VNNI/AMX kernels do not need):
-    on the offline e5-small run over 800 corpus sentences that changed 2.8% of the label
-    decisions; per-channel weights at full range changed 0.85%, at the same speed.
-    """
-
-    def __init__(self, linear: torch.nn.Linear) -> None:
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach().float()
-        scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-8).double()
-        zero_points = torch.zeros(len(scales), dtype=torch.long)
-        bias = None if linear.bias is None else linear.bias.detach().float()
-        previous = torch.backends.quantized.engine
-        with warnings.catch_warnings():  # quantised tensors are deprecated in favour of torchao
-            warnings.simplefilter("ignore")
-            qweight = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
-            try:  # packed weights keep the kernels of the engine they were packed for
-                if "onednn" in torch.backends.quantized.supported_engines:
-                    torch.backends.quantized.engine = "onednn"
-                self._packed = torch.ops.quantized.linear_prepack(qweight, bias)
-            finally:
-                torch.backends.quantized.engine = previous
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x.float(), self._packed, False)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
-
-
-def _quantize_int8(module: torch.nn.Module) -> None:
-    """Replace every Linear layer under `module` by a `DynamicInt8Linear`, in place."""
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is torch.nn.Linear:
-                setattr(parent, name, DynamicInt8Linear(child))
 
 
 def _read_thresholds(run_dir: Path, labels: list[str]) -> np.ndarray:
@@ -244,6 +203,7 @@ class EventClassifier:
         batch_size: int = _DEFAULTS.batch_size,
         min_arabic_ratio: float = _DEFAULTS.min_arabic_ratio,
         max_batch_tokens: int | None = None,
+        int8_kernel: str = "auto",
     ) -> EventClassifier:
         """Load a run directory written by `arabic-events train`.
 
@@ -257,11 +217,12 @@ class EventClassifier:
                 are not scored.
             max_batch_tokens: Most padded tokens per forward pass (a batch holds at least one
                 sentence); None: `CPU_BATCH_TOKENS` on CPU, no cap on a GPU.
+            int8_kernel: With int8: `auto`, `onednn` or `dynamic` (see `quantization.py`).
 
         Raises:
             ModelLoadError: Not a finished run directory.
             PreprocessingError: `preprocessing.json` is missing or cannot run here.
-            ValueError: An unknown precision, or int8 on a GPU.
+            ValueError: An unknown precision or int8 kernel, or int8 on a GPU.
         """
         run_dir = Path(run_dir)
         torch_device = pick_device(device)
@@ -271,7 +232,7 @@ class EventClassifier:
         thresholds = _read_thresholds(run_dir, [model.config.id2label[i]
                                                 for i in range(model.config.num_labels)])
         max_length = _read_max_length(run_dir, model)
-        model = _lower_precision(model, resolved).to(torch_device).eval()
+        model = _lower_precision(model, resolved, int8_kernel).to(torch_device).eval()
         logger.info("loaded %s: precision %s on %s, max_length %d, batch_size %d", run_dir,
                     resolved, torch_device, max_length, batch_size)
         return cls(model, tokenizer, preprocessor, thresholds, max_length=max_length,

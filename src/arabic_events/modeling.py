@@ -172,6 +172,15 @@ def cpu_supports_bf16() -> bool:
     return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
 
 
+def cpu_supports_int8() -> bool:
+    """True when this CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in (" avx512_vnni", " avx_vnni", " amx_int8"))
+
+
 def pick_device(device: str) -> torch.device:
     """`auto` picks CUDA when present; `cuda` without a GPU is a clear error."""
     if device == "cuda" and not torch.cuda.is_available():
