@@ -10,6 +10,7 @@ from transformers import BertConfig, BertModel
 
 from arabic_events import quantization
 from arabic_events.quantization import (
+    DenseAddNorm,
     DynamicInt8Linear,
     FusedQKV,
     OneDNNInt8Linear,
@@ -74,6 +75,18 @@ def test_onednn_linear_fuses_gelu_and_handles_empty_input() -> None:
 
 
 @needs_onednn
+def test_onednn_linear_adds_the_residual_without_touching_it() -> None:
+    torch.manual_seed(4)
+    linear = torch.nn.Linear(32, 24)
+    x, residual = torch.randn(2, 5, 32), torch.randn(2, 5, 24)
+    kept = residual.clone()
+    layer = OneDNNInt8Linear.from_linear(linear)
+    torch.testing.assert_close(layer(x, residual=residual), layer(x) + residual,
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(residual, kept, atol=0, rtol=0)
+
+
+@needs_onednn
 def test_fused_qkv_matches_separate_projections() -> None:
     torch.manual_seed(2)
     query, key, value = (torch.nn.Linear(32, 32) for _ in range(3))
@@ -123,6 +136,7 @@ def test_quantize_encoder_keeps_outputs(kernel: str) -> None:
     mask[1, 8:] = 0
     with torch.inference_mode():
         expected = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        embeddings = model.embeddings(input_ids=ids)
     assert quantize_encoder(model, kernel) == kernel
     assert not any(type(m) is torch.nn.Linear for m in model.modules())
     if kernel == "onednn":
@@ -130,9 +144,13 @@ def test_quantize_encoder_keeps_outputs(kernel: str) -> None:
         assert isinstance(layer.attention.self.query.fused, FusedQKV)
         assert layer.intermediate.dense.gelu
         assert isinstance(layer.intermediate.intermediate_act_fn, torch.nn.Identity)
+        assert isinstance(layer.output, DenseAddNorm)
+        assert isinstance(layer.attention.output, DenseAddNorm)
     with torch.inference_mode():
-        got = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    assert _relative_error(got, expected) < 0.03
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    assert _relative_error(out.last_hidden_state, expected) < 0.03
+    # the residual is added into a new tensor: the hidden states handed out stay intact
+    torch.testing.assert_close(out.hidden_states[0], embeddings)
 
 
 def test_quantize_encoder_rejects_bad_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
