@@ -6,11 +6,11 @@ of two kernels:
 
 - `onednn` (x86 CPUs with VNNI or AMX int8, torch built with oneDNN): `OneDNNInt8Linear` runs
   `torch.ops.onednn.qlinear_pointwise`, the kernel torch's inductor lowers int8 linears to,
-  called eagerly. BERT-family encoders get two fusions on top: query, key and value become one
+  called eagerly. BERT-family encoders get three fusions on top: query, key and value become one
   GEMM on one quantised input (`FusedQKV`), the feed-forward GELU runs inside the first
   feed-forward GEMM, and the residual adds inside the GEMMs before each LayerNorm
-  (`DenseAddNorm`). In the 2,000-sentence benchmark on 2 Xeon cores with AMX it ran 1.14x
-  (AraBERT-sized) and 1.24x (offline e5-small) as fast as the `dynamic` kernel, its label
+  (`DenseAddNorm`). In the 2,000-sentence benchmark on 2 Xeon cores with AMX it ran 1.23x
+  (AraBERT-sized) and 1.15x (offline e5-small) as fast as the `dynamic` kernel, its label
   agreement with fp32 within 0.001 of the `dynamic` one's (benchmarks/results/).
 - `dynamic` (everywhere else: ARM, x86 without VNNI): `DynamicInt8Linear`, torch's
   `quantized.linear_dynamic` on prepacked per-channel weights. Where an x86 CPU lacks VNNI,
