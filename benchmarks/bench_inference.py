@@ -12,10 +12,10 @@ in place; articles drawn with a fixed seed, split with `split_sentences`, Arabic
 - `ours fp32` / `ours bf16` / `ours int8`: `EventClassifier.predict_scores`, the core of
   `arabic-events predict` (preprocessing, tokenising the whole list at once, length-sorted
   batches, inference_mode), with raw sentences; `ours int8` with the kernel `auto` picks
-  (oneDNN with fused QKV and GELU on VNNI/AMX CPUs), `ours int8 (portable kernel)` with
-  torch's `quantized.linear_dynamic`, for comparison.
+  (oneDNN with query/key/value, GELU and residual adds fused on VNNI/AMX CPUs),
+  `ours int8 (portable kernel)` with torch's `quantized.linear_dynamic`, for comparison.
 
-All five are loaded at once, warmed up on 32 sentences, then timed interleaved: the sentences
+All six are loaded at once, warmed up on 32 sentences, then timed interleaved: the sentences
 are cut into blocks (8 by default) and every method runs on each block in turn, in a rotating
 order, so a busy spell of the shared cores hits all methods alike. Our path sorts and batches
 within each block (250 sentences by default; `predict` does it per chunk of 2,048). Label

@@ -9,11 +9,11 @@ by length and scored in batches padded only to their own longest sentence, under
 - `bf16`: the encoder cast to bfloat16, the 5-label head kept in float32 (fast on CPUs with
   AMX / AVX512-BF16 and on GPUs; scores move by about 1e-3);
 - `int8`: dynamic quantisation of the encoder's Linear layers (`quantization.py`: weights int8
-  per output channel, activations quantised per call over their range; oneDNN GEMMs with fused
-  query/key/value and GELU on x86 CPUs with VNNI/AMX), head kept in float32; CPU only, scores
-  move by about 1e-2 (on the offline e5-small about 1% of label decisions differ from fp32,
-  against 0.05% for bf16). The fastest CPU setting on an AMX Xeon (1.3-1.9x bf16 in the
-  benchmark), but `auto` keeps bf16 for its accuracy.
+  per output channel, activations quantised per call over their range; oneDNN GEMMs with
+  query/key/value, GELU and residual adds fused on x86 CPUs with VNNI/AMX), head kept in
+  float32; CPU only, scores move by about 1e-2 (on the offline e5-small about 1% of label
+  decisions differ from fp32, against 0.05% for bf16). The fastest CPU setting on an AMX Xeon
+  (1.2-1.9x bf16 in the benchmark), but `auto` keeps bf16 for its accuracy.
 
 `auto` picks bf16 where the hardware runs it natively and fp32 elsewhere; int8 is never picked
 automatically.

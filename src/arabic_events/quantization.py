@@ -245,25 +245,30 @@ def quantize_encoder(module: torch.nn.Module, kernel: str = "auto") -> str:
         raise ValueError("kernel='onednn' needs torch with oneDNN on an x86 CPU with VNNI or "
                          "AMX int8; use kernel='dynamic' here.")
     if kernel == "onednn":
-        for parent in list(module.modules()):
-            for name, child in list(parent.named_children()):
-                if (type(child).__name__ in FUSABLE_RESIDUAL and _all_linear(child, "dense")
-                        and isinstance(getattr(child, "LayerNorm", None), torch.nn.LayerNorm)):
-                    setattr(parent, name, DenseAddNorm(child))
-            kind = type(parent).__name__
-            if kind in FUSABLE_ATTENTION and _all_linear(parent, "query", "key", "value"):
-                fused = FusedQKV(parent.query, parent.key, parent.value)
-                parent.query, parent.key, parent.value = fused.slices()
-            elif (kind in FUSABLE_FEED_FORWARD and _all_linear(parent, "dense")
-                  and _is_exact_gelu(getattr(parent, "intermediate_act_fn", None))):
-                parent.dense = OneDNNInt8Linear.from_linear(parent.dense, gelu=True)
-                parent.intermediate_act_fn = torch.nn.Identity()
+        _fuse_blocks(module)
     replace = OneDNNInt8Linear.from_linear if kernel == "onednn" else DynamicInt8Linear
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Linear:
                 setattr(parent, name, replace(child))
     return kernel
+
+
+def _fuse_blocks(module: torch.nn.Module) -> None:
+    """The three oneDNN fusions, on the BERT-family blocks known to allow them."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            kind = type(child).__name__
+            if (kind in FUSABLE_RESIDUAL and _all_linear(child, "dense")
+                    and isinstance(getattr(child, "LayerNorm", None), torch.nn.LayerNorm)):
+                setattr(parent, name, DenseAddNorm(child))
+            elif kind in FUSABLE_ATTENTION and _all_linear(child, "query", "key", "value"):
+                child.query, child.key, child.value = FusedQKV(child.query, child.key,
+                                                               child.value).slices()
+            elif (kind in FUSABLE_FEED_FORWARD and _all_linear(child, "dense")
+                  and _is_exact_gelu(getattr(child, "intermediate_act_fn", None))):
+                child.dense = OneDNNInt8Linear.from_linear(child.dense, gelu=True)
+                child.intermediate_act_fn = torch.nn.Identity()
 
 
 def _all_linear(module: torch.nn.Module, *names: str) -> bool:
