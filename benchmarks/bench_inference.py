@@ -11,11 +11,12 @@ in place; articles drawn with a fixed seed, split with `split_sentences`, Arabic
   (their preprocessing time is *not* counted, which favours the pipeline);
 - `ours fp32` / `ours bf16` / `ours int8`: `EventClassifier.predict_scores`, the core of
   `arabic-events predict` (preprocessing, tokenising the whole list at once, length-sorted
-  batches, inference_mode), with raw sentences; `ours int8` with the kernel `auto` picks
-  (oneDNN with query/key/value, GELU and residual adds fused on VNNI/AMX CPUs),
-  `ours int8 (portable kernel)` with torch's `quantized.linear_dynamic`, for comparison.
+  batches, inference_mode), with raw sentences; bf16 and int8 with the kernel `auto` picks
+  (oneDNN GEMMs on prepacked weights with query/key/value, GELU and residual adds fused, on
+  CPUs with AMX / AVX512-BF16 / VNNI), and with the `portable` kernel for comparison (bf16:
+  the encoder cast to bfloat16; int8: torch's `quantized.linear_dynamic`).
 
-All six are loaded at once, warmed up on 32 sentences, then timed interleaved: the sentences
+All seven are loaded at once, warmed up on 32 sentences, then timed interleaved: the sentences
 are cut into blocks (8 by default) and every method runs on each block in turn, in a rotating
 order, so a busy spell of the shared cores hits all methods alike. Our path sorts and batches
 within each block (250 sentences by default; `predict` does it per chunk of 2,048). Label
@@ -186,8 +187,9 @@ def bench_model(name: str, run: Path, sentences: list[str], batch_size: int,
         ours[precision] = EventClassifier.from_pretrained(
             run, device="cpu", precision=precision, batch_size=batch_size)
         load_seconds[precision] = time.perf_counter() - start
-    ours["int8 (portable kernel)"] = EventClassifier.from_pretrained(
-        run, device="cpu", precision="int8", batch_size=batch_size, int8_kernel="dynamic")
+    for precision in ("bf16", "int8"):
+        ours[f"{precision} (portable kernel)"] = EventClassifier.from_pretrained(
+            run, device="cpu", precision=precision, batch_size=batch_size, kernel="portable")
     fp32 = ours["fp32"]
     prepped = fp32.preprocessor.batch(sentences)
     tokens = [len(ids) for ids in fp32.tokenizer(prepped, truncation=True,

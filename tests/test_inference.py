@@ -140,12 +140,12 @@ def test_same_scores_as_transformers_pipeline(tiny_run: Path, clf: EventClassifi
         np.testing.assert_allclose([theirs[name] for name in LABELS], row, atol=1e-5)
 
 
-@pytest.mark.parametrize(("precision", "kernel"),
-                         [("bf16", "auto"), ("int8", "auto"), ("int8", "dynamic")])
+@pytest.mark.parametrize(("precision", "kernel"), [("bf16", "auto"), ("bf16", "portable"),
+                                                   ("int8", "auto"), ("int8", "portable")])
 def test_low_precision_agrees_with_fp32(
     tiny_run: Path, clf: EventClassifier, precision: str, kernel: str
 ) -> None:
-    low = EventClassifier.from_pretrained(tiny_run, precision=precision, int8_kernel=kernel)
+    low = EventClassifier.from_pretrained(tiny_run, precision=precision, kernel=kernel)
     assert low.precision == precision
     probs, reference = low.predict_scores(SENTENCES), clf.predict_scores(SENTENCES)
     assert np.abs(probs - reference).max() < 0.01

@@ -7,13 +7,15 @@ by length and scored in batches padded only to their own longest sentence, under
 
 - `fp32`: the model as trained;
 - `bf16`: the encoder cast to bfloat16, the 5-label head kept in float32 (fast on CPUs with
-  AMX / AVX512-BF16 and on GPUs; scores move by about 1e-3);
-- `int8`: dynamic quantisation of the encoder's Linear layers (`quantization.py`: weights int8
+  AMX / AVX512-BF16 and on GPUs; scores move by about 1e-3); on such CPUs its Linear layers
+  run as oneDNN GEMMs on prepacked weights with query/key/value, GELU and residual adds fused
+  (`cpu_kernels.py`);
+- `int8`: dynamic quantisation of the encoder's Linear layers (`cpu_kernels.py`: weights int8
   per output channel, activations quantised per call over their range; oneDNN GEMMs with
-  query/key/value, GELU and residual adds fused on x86 CPUs with VNNI/AMX), head kept in
-  float32; CPU only, scores move by about 1e-2 (on the offline e5-small about 1% of label
-  decisions differ from fp32, against 0.05% for bf16). The fastest CPU setting on an AMX Xeon
-  (1.2-1.9x bf16 in the benchmark), but `auto` keeps bf16 for its accuracy.
+  the same fusions on x86 CPUs with VNNI/AMX), head kept in float32; CPU only, scores move by
+  about 1e-2 (on the offline e5-small about 1% of label decisions differ from fp32, against
+  0.05% for bf16). The fastest CPU setting on an AMX Xeon (1.2-1.9x bf16 in the benchmark),
+  but `auto` keeps bf16 for its accuracy.
 
 `auto` picks bf16 where the hardware runs it natively and fp32 elsewhere; int8 is never picked
 automatically.
@@ -35,7 +37,7 @@ import yaml
 from arabic_events.config import PredictConfig
 from arabic_events.modeling import cpu_supports_bf16, load_trained, pick_device
 from arabic_events.preprocess import Preprocessor
-from arabic_events.quantization import quantize_encoder
+from arabic_events.cpu_kernels import lower_encoder
 from arabic_events.sentences import document_sentences
 
 logger = logging.getLogger(__name__)
@@ -115,20 +117,20 @@ def _float32_head(module: torch.nn.Module, args: tuple) -> tuple:
     return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
 
 
-def _lower_precision(model: torch.nn.Module, precision: str,
-                     int8_kernel: str = "auto") -> torch.nn.Module:
-    """Cast (bf16) or quantise (int8) the encoder; the classification head stays float32."""
+def _lower_precision(model: torch.nn.Module, precision: str, kernel: str = "auto",
+                     device: torch.device | None = None) -> torch.nn.Module:
+    """Lower the encoder to bf16 or int8 (see `cpu_kernels.py`); the head stays float32."""
     if precision == "fp32":
         return model
     head = getattr(model, "classifier", None)
     if not isinstance(head, torch.nn.Module):
         raise ValueError(f"{type(model).__name__} has no `classifier` head; use precision=fp32.")
-    encoder = model.base_model
-    if precision == "bf16":
-        encoder.to(torch.bfloat16)
-    else:
-        kernel = quantize_encoder(encoder, int8_kernel)
-        logger.info("int8: %s kernel", kernel)
+    if device is not None and device.type != "cpu":
+        if kernel == "onednn":
+            raise ValueError("kernel='onednn' runs on the CPU; use kernel='auto' on a GPU.")
+        kernel = "portable"  # bf16 on a GPU: the encoder cast, run by cuBLAS
+    used = lower_encoder(model.base_model, precision, kernel)
+    logger.info("%s: %s kernel", precision, used)
     head.register_forward_pre_hook(_float32_head)
     return model
 
@@ -204,7 +206,7 @@ class EventClassifier:
         batch_size: int = _DEFAULTS.batch_size,
         min_arabic_ratio: float = _DEFAULTS.min_arabic_ratio,
         max_batch_tokens: int | None = None,
-        int8_kernel: str = "auto",
+        kernel: str = "auto",
     ) -> EventClassifier:
         """Load a run directory written by `arabic-events train`.
 
@@ -218,12 +220,13 @@ class EventClassifier:
                 are not scored.
             max_batch_tokens: Most padded tokens per forward pass (a batch holds at least one
                 sentence); None: `CPU_BATCH_TOKENS` on CPU, no cap on a GPU.
-            int8_kernel: With int8: `auto`, `onednn` or `dynamic` (see `quantization.py`).
+            kernel: With bf16 or int8 on the CPU: `auto`, `onednn` or `portable` (see
+                `cpu_kernels.py`).
 
         Raises:
             ModelLoadError: Not a finished run directory.
             PreprocessingError: `preprocessing.json` is missing or cannot run here.
-            ValueError: An unknown precision or int8 kernel, or int8 on a GPU.
+            ValueError: An unknown precision or kernel, or int8 on a GPU.
         """
         run_dir = Path(run_dir)
         torch_device = pick_device(device)
@@ -233,7 +236,7 @@ class EventClassifier:
         thresholds = _read_thresholds(run_dir, [model.config.id2label[i]
                                                 for i in range(model.config.num_labels)])
         max_length = _read_max_length(run_dir, model)
-        model = _lower_precision(model, resolved, int8_kernel).to(torch_device).eval()
+        model = _lower_precision(model, resolved, kernel, torch_device).to(torch_device).eval()
         logger.info("loaded %s: precision %s on %s, max_length %d, batch_size %d", run_dir,
                     resolved, torch_device, max_length, batch_size)
         return cls(model, tokenizer, preprocessor, thresholds, max_length=max_length,

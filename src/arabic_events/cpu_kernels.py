@@ -1,20 +1,26 @@
-"""Int8 inference on the CPU: dynamic quantisation of an encoder's Linear layers.
+"""Fast bf16 and int8 inference on the CPU: oneDNN kernels with fused transformer blocks.
 
-Weights are quantised once, symmetrically per output channel; activations are quantised on
-every call, per tensor, to uint8 over their actual range. `quantize_encoder(module)` picks one
-of two kernels:
+`lower_encoder(encoder, precision, kernel)` rewrites an encoder's Linear layers in place for
+one of two precisions, with one of two kernels:
 
-- `onednn` (x86 CPUs with VNNI or AMX int8, torch built with oneDNN): `OneDNNInt8Linear` runs
-  `torch.ops.onednn.qlinear_pointwise`, the kernel torch's inductor lowers int8 linears to,
-  called eagerly. BERT-family encoders get three fusions on top: query, key and value become one
-  GEMM on one quantised input (`FusedQKV`), the feed-forward GELU runs inside the first
-  feed-forward GEMM, and the residual adds inside the GEMMs before each LayerNorm
-  (`DenseAddNorm`). In the 2,000-sentence benchmark on 2 Xeon cores with AMX it ran 1.23x
-  (AraBERT-sized) and 1.15x (offline e5-small) as fast as the `dynamic` kernel, its label
-  agreement with fp32 within 0.001 of the `dynamic` one's (benchmarks/results/).
-- `dynamic` (everywhere else: ARM, x86 without VNNI): `DynamicInt8Linear`, torch's
-  `quantized.linear_dynamic` on prepacked per-channel weights. Where an x86 CPU lacks VNNI,
-  activations use 7 bits: u8 x s8 products summed in int16 can saturate on AVX2.
+- `onednn` (torch built with oneDNN, on x86 CPUs with the instructions: AVX512-BF16 or AMX for
+  bf16, VNNI or AMX int8 for int8): each Linear becomes one oneDNN GEMM on weights packed once
+  for the CPU's matrix units: `torch.ops.mkldnn._linear_pointwise` for bf16 (the kernel
+  torch's inductor uses after weight prepacking; plain `F.linear` reorders the bf16 weights on
+  every call) and `torch.ops.onednn.qlinear_pointwise` for int8 (the kernel inductor lowers
+  int8 linears to), both called eagerly. BERT-family encoders get three fusions on top:
+  query, key and value become one GEMM on one input (`FusedQKV`), the feed-forward GELU runs
+  in the first feed-forward GEMM's epilogue, and the residual is added inside the GEMM before
+  each LayerNorm (`DenseAddNorm`). For int8 on 2 Xeon cores with AMX this ran 1.23x
+  (AraBERT-sized) and 1.15x (offline e5-small) as fast as the `portable` kernel, with label
+  agreement with fp32 within 0.001 of the portable one's (benchmarks/results/).
+- `portable` (everywhere else): bf16 is the encoder cast to bfloat16 (`F.linear`); int8 is
+  `DynamicInt8Linear`, torch's `quantized.linear_dynamic` on prepacked per-channel weights.
+  Where an x86 CPU lacks VNNI, int8 activations use 7 bits: u8 x s8 products summed in int16
+  can saturate on AVX2.
+
+Int8 is dynamic quantisation: weights are quantised once, symmetrically per output channel;
+activations on every call, per tensor, to uint8 over their actual range.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ import warnings
 
 import torch
 
-from arabic_events.modeling import cpu_supports_int8
+from arabic_events.modeling import cpu_supports_bf16, cpu_supports_int8
 
-KERNELS = ("auto", "onednn", "dynamic")
+KERNELS = ("auto", "onednn", "portable")
+PRECISIONS = ("bf16", "int8")
 FUSABLE_ATTENTION = frozenset({
     "BertSelfAttention", "RobertaSelfAttention", "XLMRobertaSelfAttention",
     "CamembertSelfAttention", "ElectraSelfAttention",
@@ -47,15 +54,18 @@ FUSABLE_RESIDUAL = frozenset({
 """Output blocks computing `LayerNorm(dropout(dense(x)) + residual)`."""
 
 
-def onednn_int8_available() -> bool:
-    """True where `OneDNNInt8Linear` runs: oneDNN in torch and int8 dot-product instructions."""
-    if not (torch.backends.mkldnn.is_available() and cpu_supports_int8()):
+def onednn_available(precision: str) -> bool:
+    """True where the `onednn` kernel runs `precision`: the torch op and the CPU instructions."""
+    if not torch.backends.mkldnn.is_available():
         return False
     try:
-        torch.ops.onednn.qlinear_pointwise  # noqa: B018 - raises when torch lacks the op
+        if precision == "int8":
+            torch.ops.onednn.qlinear_pointwise  # noqa: B018 - raises when torch lacks the op
+            return cpu_supports_int8()
+        return (cpu_supports_bf16() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+                and callable(torch.ops.mkldnn._reorder_linear_weight))
     except (AttributeError, RuntimeError):
         return False
-    return True
 
 
 def _weight_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,6 +73,25 @@ def _weight_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     weight = weight.detach().float()
     scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-8)
     return torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8), scales
+
+
+def grid_rows(rows: int) -> int:
+    """`rows` rounded up to a grid of 16 sizes per octave (at most 1/16 more, at least 8).
+
+    oneDNN compiles a kernel for every GEMM shape it meets (about 12 ms for bf16 on AMX, against
+    2 ms to run a 1,000 x 768 x 3,072 GEMM); batches of sentences give a new row count almost
+    every time, so over a few thousand sentences compiling took a third of the bf16 time.
+    Padding the rows to this grid bounds the shapes to a few per octave.
+    """
+    step = max(8, 1 << max(0, rows.bit_length() - 5))
+    return -(-rows // step) * step
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """`x` (2-D) with zero rows appended up to `rows`."""
+    if x.shape[0] == rows:
+        return x
+    return torch.nn.functional.pad(x, (0, 0, 0, rows - x.shape[0]))
 
 
 def quantize_activation(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
@@ -107,6 +136,8 @@ class OneDNNInt8Linear(torch.nn.Module):
         if flat.shape[0] == 0:
             return flat.new_zeros(*leading, self.out_features)
         codes, scale, zero_point = quantize_activation(flat)
+        rows = grid_rows(flat.shape[0])
+        codes = _pad_rows(codes, rows)
         post_op, algorithm = ("gelu", "none") if self.gelu else ("none", "")
         if residual is None:
             out = torch.ops.onednn.qlinear_pointwise(
@@ -114,28 +145,73 @@ class OneDNNInt8Linear(torch.nn.Module):
                 self.weight_zero_points, self.bias, 1.0, 0, torch.float32, post_op, [],
                 algorithm)
         else:  # "add" writes a new tensor ("sum" would overwrite the residual in place)
-            other = residual.reshape(-1, self.out_features).float().contiguous()
+            other = _pad_rows(residual.reshape(-1, self.out_features).float().contiguous(), rows)
             out = torch.ops.onednn.qlinear_pointwise.binary(
                 codes, scale, zero_point, self._packed, self.weight_scales,
                 self.weight_zero_points, other, self.bias, 1.0, 0, torch.float32, 1.0, 0,
                 "add", 1.0, post_op, [], algorithm)
-        return out.reshape(*leading, self.out_features)
+        return out[: flat.shape[0]].reshape(*leading, self.out_features)
 
     def extra_repr(self) -> str:
         gelu = ", gelu" if self.gelu else ""
         return f"in_features={self.in_features}, out_features={self.out_features}{gelu}"
 
 
-class DenseAddNorm(torch.nn.Module):
-    """`LayerNorm(dense(x) + residual)` with the residual added inside the int8 GEMM.
+class OneDNNBf16Linear(torch.nn.Module):
+    """A Linear layer (optionally followed by exact GELU) run as one oneDNN bf16 GEMM.
 
-    Replaces a BERT-family output block (`BertSelfOutput`, `BertOutput`) at inference, where
-    its dropout is the identity.
+    bfloat16 in, bfloat16 out, float32 accumulation; the weights are reordered once into the
+    blocked layout of the CPU's matrix units; bias, GELU and a residual add run in the GEMM's
+    epilogue, before the single rounding to bfloat16.
     """
 
-    def __init__(self, block: torch.nn.Module) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False):
         super().__init__()
-        self.dense = OneDNNInt8Linear.from_linear(block.dense)
+        self.out_features, self.in_features = weight.shape
+        self._packed = torch.ops.mkldnn._reorder_linear_weight(
+            weight.detach().to(torch.bfloat16).contiguous(), None)
+        self.bias = None if bias is None else bias.detach().to(torch.bfloat16).contiguous()
+        self.gelu = gelu
+
+    @classmethod
+    def from_linear(cls, linear: torch.nn.Linear, gelu: bool = False) -> OneDNNBf16Linear:
+        return cls(linear.weight, linear.bias, gelu)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """`gelu?(x @ W.T + b)`, plus `residual` (same shape as the output) when given."""
+        leading = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
+        if flat.shape[0] == 0:
+            return flat.new_zeros(*leading, self.out_features)
+        rows = grid_rows(flat.shape[0])
+        padded = _pad_rows(flat, rows)
+        if residual is None:
+            post_op, algorithm = ("gelu", "none") if self.gelu else ("none", "")
+            out = torch.ops.mkldnn._linear_pointwise(padded, self._packed, self.bias, post_op,
+                                                     [], algorithm)
+        else:  # "add" writes a new tensor and leaves the residual as it was
+            if self.gelu:
+                raise ValueError("a residual add after GELU is not a fused pattern")
+            other = residual.reshape(-1, self.out_features).to(torch.bfloat16).contiguous()
+            out = torch.ops.mkldnn._linear_pointwise.binary(padded, _pad_rows(other, rows),
+                                                            self._packed, self.bias, "add")
+        return out[: flat.shape[0]].reshape(*leading, self.out_features)
+
+    def extra_repr(self) -> str:
+        gelu = ", gelu" if self.gelu else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}{gelu}, bf16"
+
+
+class DenseAddNorm(torch.nn.Module):
+    """`LayerNorm(dense(x) + residual)` with the residual added inside the GEMM.
+
+    Replaces a BERT-family output block (`BertSelfOutput`, `BertOutput`) at inference, where
+    its dropout is the identity. `linear` is `OneDNNInt8Linear` or `OneDNNBf16Linear`.
+    """
+
+    def __init__(self, block: torch.nn.Module, linear: type[torch.nn.Module]) -> None:
+        super().__init__()
+        self.dense = linear.from_linear(block.dense)
         self.LayerNorm = block.LayerNorm
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
@@ -143,7 +219,7 @@ class DenseAddNorm(torch.nn.Module):
 
 
 class FusedQKV:
-    """One int8 GEMM for an attention block's query, key and value projections.
+    """One GEMM for an attention block's query, key and value projections.
 
     `slices()` returns three modules that replace `query`, `key` and `value`. The first one
     called with a tensor computes all three projections; the other two return their part of
@@ -151,12 +227,12 @@ class FusedQKV:
     result is kept per thread, so concurrent forwards on one model stay correct.
     """
 
-    def __init__(self, query: torch.nn.Linear, key: torch.nn.Linear, value: torch.nn.Linear):
+    def __init__(self, query: torch.nn.Linear, key: torch.nn.Linear, value: torch.nn.Linear,
+                 linear: type[torch.nn.Module]) -> None:
         linears = (query, key, value)
         biases = [layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
                   for layer in linears]
-        self.linear = OneDNNInt8Linear(torch.cat([layer.weight for layer in linears]),
-                                       torch.cat(biases))
+        self.linear = linear(torch.cat([layer.weight for layer in linears]), torch.cat(biases))
         self.bounds = [0, query.out_features, query.out_features + key.out_features,
                        self.linear.out_features]
         self._local = threading.local()
@@ -184,7 +260,7 @@ class _QKVSlice(torch.nn.Module):
         return self.fused.project(x, self.part)
 
     def extra_repr(self) -> str:
-        return f"part={'qkv'[self.part]} of a fused int8 GEMM"
+        return f"part={'qkv'[self.part]} of a fused GEMM"
 
 
 class DynamicInt8Linear(torch.nn.Module):
@@ -224,29 +300,41 @@ def _x86_without_vnni() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64") and not cpu_supports_int8()
 
 
-def quantize_encoder(module: torch.nn.Module, kernel: str = "auto") -> str:
-    """Replace every Linear layer under `module` by an int8 one, in place.
+def lower_encoder(module: torch.nn.Module, precision: str, kernel: str = "auto") -> str:
+    """Run every Linear layer under `module` in bf16 or int8 on the CPU, in place.
 
     Args:
         module: The encoder (not the classification head, which should stay float32).
-        kernel: `onednn`, `dynamic` or `auto` (oneDNN where `onednn_int8_available()`).
+        precision: `bf16` (the whole module is cast to bfloat16) or `int8` (its Linear layers
+            are quantised; the rest stays float32).
+        kernel: `onednn`, `portable` or `auto` (oneDNN where `onednn_available(precision)`).
 
     Returns:
         The kernel used.
 
     Raises:
-        ValueError: An unknown kernel, or `onednn` where it cannot run.
+        ValueError: An unknown precision or kernel, or `onednn` where it cannot run.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}.")
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r}: choose one of {', '.join(KERNELS)}.")
     if kernel == "auto":
-        kernel = "onednn" if onednn_int8_available() else "dynamic"
-    elif kernel == "onednn" and not onednn_int8_available():
-        raise ValueError("kernel='onednn' needs torch with oneDNN on an x86 CPU with VNNI or "
-                         "AMX int8; use kernel='dynamic' here.")
+        kernel = "onednn" if onednn_available(precision) else "portable"
+    elif kernel == "onednn" and not onednn_available(precision):
+        needs = "AVX512-BF16 or AMX" if precision == "bf16" else "VNNI or AMX int8"
+        raise ValueError(f"kernel='onednn' for {precision} needs torch with oneDNN on an x86 "
+                         f"CPU with {needs}; use kernel='portable' here.")
+    if precision == "bf16":
+        module.to(torch.bfloat16)
+    if kernel == "portable" and precision == "bf16":
+        return kernel
     if kernel == "onednn":
-        _fuse_blocks(module)
-    replace = OneDNNInt8Linear.from_linear if kernel == "onednn" else DynamicInt8Linear
+        linear = OneDNNBf16Linear if precision == "bf16" else OneDNNInt8Linear
+        _fuse_blocks(module, linear)
+        replace = linear.from_linear
+    else:
+        replace = DynamicInt8Linear
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Linear:
@@ -254,20 +342,25 @@ def quantize_encoder(module: torch.nn.Module, kernel: str = "auto") -> str:
     return kernel
 
 
-def _fuse_blocks(module: torch.nn.Module) -> None:
+def quantize_encoder(module: torch.nn.Module, kernel: str = "auto") -> str:
+    """`lower_encoder(module, "int8", kernel)`: int8 Linear layers; returns the kernel used."""
+    return lower_encoder(module, "int8", kernel)
+
+
+def _fuse_blocks(module: torch.nn.Module, linear: type[torch.nn.Module]) -> None:
     """The three oneDNN fusions, on the BERT-family blocks known to allow them."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             kind = type(child).__name__
             if (kind in FUSABLE_RESIDUAL and _all_linear(child, "dense")
                     and isinstance(getattr(child, "LayerNorm", None), torch.nn.LayerNorm)):
-                setattr(parent, name, DenseAddNorm(child))
+                setattr(parent, name, DenseAddNorm(child, linear))
             elif kind in FUSABLE_ATTENTION and _all_linear(child, "query", "key", "value"):
                 child.query, child.key, child.value = FusedQKV(child.query, child.key,
-                                                               child.value).slices()
+                                                               child.value, linear).slices()
             elif (kind in FUSABLE_FEED_FORWARD and _all_linear(child, "dense")
                   and _is_exact_gelu(getattr(child, "intermediate_act_fn", None))):
-                child.dense = OneDNNInt8Linear.from_linear(child.dense, gelu=True)
+                child.dense = linear.from_linear(child.dense, gelu=True)
                 child.intermediate_act_fn = torch.nn.Identity()
 
 
