@@ -311,3 +311,7 @@ def test_cli_accepts_only_predict_overrides(clf: EventClassifier, docs, tmp_path
     assert main([*args, "--output", str(tmp_path / "b.jsonl"), "predict.batch_sise=2"]) == 2
     assert main([*args, "--output", str(tmp_path / "c.csv"), "precision=fp32"]) == 0
     assert len(_records(tmp_path / "c.csv")) == 40
+    assert main([*args, "--output", str(tmp_path / "d.jsonl"), "kernel=fbgemm"]) == 2
+    assert main([*args, "--output", str(tmp_path / "e.jsonl"), "precision=int8",
+                 "kernel=portable"]) == 0
+    assert len(_records(tmp_path / "e.jsonl")) == 40

@@ -120,7 +120,7 @@ def _predict(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     classifier = EventClassifier.from_pretrained(
         args.run, device=args.device, precision=cfg.predict.precision,
-        batch_size=cfg.predict.batch_size)
+        batch_size=cfg.predict.batch_size, kernel=cfg.predict.kernel)
     chunk = {} if args.chunk_size is None else {"chunk_sentences": args.chunk_size}
     summary = predict_file(classifier, args.input, args.output, cfg.predict, resume=args.resume,
                            overwrite=args.overwrite, shard=shard, progress=not args.quiet, **chunk)

@@ -176,6 +176,9 @@ class PredictConfig:
     batch_size: int = 64
     precision: str = "auto"
     """`auto`, `fp32`, `bf16` or `int8` (dynamic quantisation, CPU)."""
+    kernel: str = "auto"
+    """bf16/int8 on the CPU: `auto` (oneDNN where the CPU has the instructions), `onednn` or
+    `portable` (see `cpu_kernels.py`)."""
     text_field: str = "text"
     id_field: str = "id"
     on_error: str = "skip"
@@ -364,6 +367,7 @@ _CHOICES = {
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
     "predict.precision": ("auto", "fp32", "bf16", "int8"),
+    "predict.kernel": ("auto", "onednn", "portable"),
     "predict.on_error": ("skip", "fail"),
 }
 

@@ -35,9 +35,9 @@ import torch
 import yaml
 
 from arabic_events.config import PredictConfig
+from arabic_events.cpu_kernels import lower_encoder
 from arabic_events.modeling import cpu_supports_bf16, load_trained, pick_device
 from arabic_events.preprocess import Preprocessor
-from arabic_events.cpu_kernels import lower_encoder
 from arabic_events.sentences import document_sentences
 
 logger = logging.getLogger(__name__)
