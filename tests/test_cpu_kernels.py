@@ -171,12 +171,18 @@ def test_fused_qkv_is_safe_across_threads() -> None:
     assert not errors
 
 
-@pytest.mark.parametrize("kernel", [pytest.param("onednn", marks=needs_onednn), "portable"])
-def test_quantize_encoder_keeps_outputs(kernel: str) -> None:
+def _tiny_bert_batch() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A tiny BERT and a batch of three sequences, the second one padded."""
     model = _tiny_bert()
     ids = torch.randint(5, 300, (3, 12))
     mask = torch.ones_like(ids)
     mask[1, 8:] = 0
+    return model, ids, mask
+
+
+@pytest.mark.parametrize("kernel", [pytest.param("onednn", marks=needs_onednn), "portable"])
+def test_quantize_encoder_keeps_outputs(kernel: str) -> None:
+    model, ids, mask = _tiny_bert_batch()
     with torch.inference_mode():
         expected = model(input_ids=ids, attention_mask=mask).last_hidden_state
         embeddings = model.embeddings(input_ids=ids)
@@ -199,10 +205,7 @@ def test_quantize_encoder_keeps_outputs(kernel: str) -> None:
 @pytest.mark.parametrize("kernel", [pytest.param("onednn", marks=needs_onednn_bf16),
                                     "portable"])
 def test_lower_encoder_bf16_keeps_outputs(kernel: str) -> None:
-    model = _tiny_bert()
-    ids = torch.randint(5, 300, (3, 12))
-    mask = torch.ones_like(ids)
-    mask[1, 8:] = 0
+    model, ids, mask = _tiny_bert_batch()
     with torch.inference_mode():
         expected = model(input_ids=ids, attention_mask=mask).last_hidden_state
     assert lower_encoder(model, "bf16", kernel) == kernel

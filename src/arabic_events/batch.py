@@ -446,7 +446,8 @@ def predict_file(
     documents = read_documents(input_path, cfg, shard)
     done = out.open(resume, overwrite)
     summary = PredictSummary(output=Path(output_path))
-    bar = tqdm(unit="sent", desc=f"predict {job['shard']}", disable=not progress,
+    label = "predict" if shard[1] == 1 else f"predict shard {job['shard']}"
+    bar = tqdm(unit="sent", desc=label, disable=not progress,
                dynamic_ncols=True)
     try:
         for chunk_number, chunk in enumerate(_chunks(documents, done, cfg, summary,

@@ -11,9 +11,9 @@ one of two precisions, with one of two kernels:
   int8 linears to), both called eagerly. BERT-family encoders get three fusions on top:
   query, key and value become one GEMM on one input (`FusedQKV`), the feed-forward GELU runs
   in the first feed-forward GEMM's epilogue, and the residual is added inside the GEMM before
-  each LayerNorm (`DenseAddNorm`). For int8 on 2 Xeon cores with AMX this ran 1.23x
-  (AraBERT-sized) and 1.15x (offline e5-small) as fast as the `portable` kernel, with label
-  agreement with fp32 within 0.001 of the portable one's (benchmarks/results/).
+  each LayerNorm (`DenseAddNorm`). In three benchmark runs on 2 Xeon cores with AMX these
+  kernels ran 1.09-1.30x as fast as the `portable` ones, bf16 and int8 alike, with label
+  agreement with fp32 within 0.001 of theirs (benchmarks/results/inference-2026-12-06.md).
 - `portable` (everywhere else): bf16 is the encoder cast to bfloat16 (`F.linear`); int8 is
   `DynamicInt8Linear`, torch's `quantized.linear_dynamic` on prepacked per-channel weights.
   Where an x86 CPU lacks VNNI, int8 activations use 7 bits: u8 x s8 products summed in int16

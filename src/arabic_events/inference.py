@@ -14,8 +14,8 @@ by length and scored in batches padded only to their own longest sentence, under
   per output channel, activations quantised per call over their range; oneDNN GEMMs with
   the same fusions on x86 CPUs with VNNI/AMX), head kept in float32; CPU only, scores move by
   about 1e-2 (on the offline e5-small about 1% of label decisions differ from fp32, against
-  0.05% for bf16). The fastest CPU setting on an AMX Xeon (1.2-1.9x bf16 in the benchmark),
-  but `auto` keeps bf16 for its accuracy.
+  0.05% for bf16). On an AMX Xeon it ran 1.3-1.6x as fast as bf16 on an AraBERT-sized
+  model and no faster on the offline e5-small (benchmarks/results/), so `auto` keeps bf16.
 
 `auto` picks bf16 where the hardware runs it natively and fp32 elsewhere; int8 is never picked
 automatically.
