@@ -33,6 +33,7 @@ train: setup
 evaluate: setup
 	$(BIN)/arabic-events evaluate --run $(RUN) --data test --out $(RUN)/eval/test --overwrite
 	$(BIN)/arabic-events evaluate --run $(RUN) --data seed_test --out $(RUN)/eval/seed_test --overwrite
+	$(BIN)/arabic-events evaluate --run $(RUN) --data data/challenge/base_handover_contrast.jsonl --out $(RUN)/eval/contrast --overwrite
 	@if [ -f "$(REALNEWS)" ]; then \
 	  $(BIN)/arabic-events evaluate --run $(RUN) --data $(REALNEWS) --out $(RUN)/eval/realnews-dev --overwrite; \
 	else echo "no $(REALNEWS): real-news evaluation skipped"; fi

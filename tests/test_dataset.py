@@ -157,3 +157,23 @@ def test_repository_holds_no_real_news_sentence():
         text = path.read_text("utf-8", errors="ignore").replace('\\"', '"')  # JSON quotes
         leaks += [name for fragment in fragments if fragment in text]
     assert not leaks, f"real-news sentences committed in {sorted(set(leaks))}"
+
+
+def test_contrast_set_is_valid_and_apart_from_the_splits():
+    """`data/challenge/base_handover_contrast.jsonl` is evaluation only: it follows the schema
+    and shares no sentence or near-duplicate with the training, dev or test splits."""
+    from arabic_events.data import read_records
+
+    contrast = read_records(ROOT / "data" / "challenge" / "base_handover_contrast.jsonl")
+    assert len(contrast) >= 150
+    positives = sum("base_handover" in r["labels"] for r in contrast)
+    assert 30 <= positives <= len(contrast) // 2  # mostly look-alikes, some true handovers
+    split_texts = [json.loads(line)["text"]
+                   for split in ("train", "dev", "test")
+                   for line in (ROOT / "data" / "splits" / f"{split}.jsonl").read_text(
+                       "utf-8").splitlines() if line.strip()]
+    texts = [r["text"] for r in contrast]
+    offset = len(split_texts)
+    across = [(i, j, s) for i, j, s in dataset.near_duplicate_pairs(split_texts + texts)
+              if i < offset <= j]
+    assert not across, [(split_texts[i][:60], texts[j - offset][:60]) for i, j, _ in across]
