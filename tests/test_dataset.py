@@ -159,21 +159,26 @@ def test_repository_holds_no_real_news_sentence():
     assert not leaks, f"real-news sentences committed in {sorted(set(leaks))}"
 
 
-def test_contrast_set_is_valid_and_apart_from_the_splits():
-    """`data/challenge/base_handover_contrast.jsonl` is evaluation only: it follows the schema
-    and shares no sentence or near-duplicate with the training, dev or test splits."""
-    from arabic_events.data import read_records
 
-    contrast = read_records(ROOT / "data" / "challenge" / "base_handover_contrast.jsonl")
-    assert len(contrast) >= 150
-    positives = sum("base_handover" in r["labels"] for r in contrast)
-    assert 30 <= positives <= len(contrast) // 2  # mostly look-alikes, some true handovers
-    split_texts = [json.loads(line)["text"]
-                   for split in ("train", "dev", "test")
-                   for line in (ROOT / "data" / "splits" / f"{split}.jsonl").read_text(
-                       "utf-8").splitlines() if line.strip()]
-    texts = [r["text"] for r in contrast]
-    offset = len(split_texts)
-    across = [(i, j, s) for i, j, s in dataset.near_duplicate_pairs(split_texts + texts)
-              if i < offset <= j]
-    assert not across, [(split_texts[i][:60], texts[j - offset][:60]) for i, j, _ in across]
+def test_check_finds_a_challenge_sentence_in_the_splits(tmp_path: Path):
+    """Sets under data/challenge/ are evaluation only: `check` reads them like the splits and
+    reports any sentence or document they share with one."""
+    a = rec("a1", "اعتقلت الشرطة خمسة أشخاص في البصرة بتهمة التهريب", ["arrest"], "d1")
+    b = rec("b1", "شنت طائرات حربية غارات على مواقع المسلحين", ["airstrike"], "d2")
+    for name, rows in {"train": [a], "dev": [b], "test": [],
+                       "seed_test": [rec("s", "قال المتحدث إن الوضع هادئ", ["statement"], "s")]
+                       }.items():
+        dataset.write_jsonl(tmp_path / "data" / "splits" / f"{name}.jsonl", rows)
+    challenge = tmp_path / "data" / "challenge" / "lookalikes.jsonl"
+    dataset.write_jsonl(challenge, [{**b, "id": "c1", "doc_id": "c-d1"}])
+    counts, problems = dataset.check(tmp_path)
+    assert counts["challenge/lookalikes"]["airstrike"] == 1
+    assert any("duplicate across splits: dev:b1 ~ challenge/lookalikes:c1" in p
+               for p in problems), problems
+
+
+def test_shipped_contrast_set_is_mostly_look_alikes():
+    counts, _ = dataset.check(ROOT)
+    contrast = counts["challenge/base_handover_contrast"]
+    assert contrast["sentences"] >= 150
+    assert 30 <= contrast["base_handover"] <= contrast["sentences"] // 2

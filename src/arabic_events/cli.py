@@ -88,9 +88,10 @@ def _data(args: argparse.Namespace) -> None:
 def _print_counts(counts: dict) -> None:
     columns = ["sentences", "documents", "airstrike", "arrest", "base_handover", "statement",
                "political_pressure", "none"]
-    print(f"{'split':<10}" + "".join(f"{c[:12]:>13}" for c in columns))
+    width = max(10, *(len(name) + 1 for name in counts))
+    print(f"{'split':<{width}}" + "".join(f"{c[:12]:>13}" for c in columns))
     for name, row in counts.items():
-        print(f"{name:<10}" + "".join(f"{row[c]:>13}" for c in columns))
+        print(f"{name:<{width}}" + "".join(f"{row[c]:>13}" for c in columns))
 
 
 def _predict_overrides(overrides: list[str], on_error: str | None) -> list[str]:

@@ -4,6 +4,8 @@ Sources: `data/authored/part_*.jsonl` (sentences written for the project, groupe
 pseudo-documents) and `seeds/sentences.jsonl` (the five seed articles, sentence by sentence).
 `make_splits` writes `data/splits/{train,dev,test,seed_test}.jsonl`: whole documents stay on one
 side, and near-duplicate sentences (token Jaccard above 0.7) pull their documents together.
+`check` also reads the evaluation-only sets `data/challenge/*.jsonl` and keeps them apart from
+every split.
 """
 
 from __future__ import annotations
@@ -169,11 +171,14 @@ def make_splits(root: Path, seed: int = 13) -> dict[str, int]:
 
 
 def check(root: Path, against: list[Path] | None = None) -> tuple[dict[str, Any], list[str]]:
-    """Validate the splits: schema, labels, duplicates and leakage. Returns (counts, problems)."""
+    """Validate the splits and the evaluation-only sets under `data/challenge/`: schema, labels,
+    duplicates and leakage between any two of them. Returns (counts, problems)."""
     problems: list[str] = []
     splits: dict[str, list[dict[str, Any]]] = {}
-    for name in (*SPLITS, "seed_test"):
-        path = root / "data" / "splits" / f"{name}.jsonl"
+    paths = {name: root / "data" / "splits" / f"{name}.jsonl" for name in (*SPLITS, "seed_test")}
+    for path in sorted((root / "data" / "challenge").glob("*.jsonl")):
+        paths[f"challenge/{path.stem}"] = path
+    for name, path in paths.items():
         try:
             splits[name] = read_records(path)
         except DataError as err:
