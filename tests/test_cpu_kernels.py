@@ -233,3 +233,9 @@ def test_lower_encoder_rejects_bad_kernels(monkeypatch: pytest.MonkeyPatch) -> N
         assert lower_encoder(_tiny_bert(), precision, "auto") == "portable"
         with pytest.raises(ValueError, match="kernel='portable'"):
             lower_encoder(_tiny_bert(), precision, "onednn")
+
+
+def test_config_offers_the_same_kernels() -> None:
+    from arabic_events.config import _CHOICES
+
+    assert _CHOICES["predict.kernel"] == cpu_kernels.KERNELS
