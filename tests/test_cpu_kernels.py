@@ -16,6 +16,7 @@ from arabic_events.cpu_kernels import (
     FusedQKV,
     OneDNNBf16Linear,
     OneDNNInt8Linear,
+    activation_range,
     grid_rows,
     lower_encoder,
     quantize_activation,
@@ -77,6 +78,58 @@ def test_quantize_activation_covers_the_range_and_zero() -> None:
     assert (restored - x).abs().max() <= scale / 2 + 1e-6
     zeros, scale, zero_point = quantize_activation(torch.zeros(2, 3))
     assert scale == 1.0 and (zeros == zero_point).all()
+
+
+def test_quantize_activation_saturates_outside_a_given_range() -> None:
+    x = torch.tensor([[-1.0, 0.0, 0.5, 30.0]])
+    codes, scale, zero_point = quantize_activation(x, -1.0, 1.0)
+    assert scale == pytest.approx(2.0 / 255)
+    assert codes[0, 3] == 255  # 30 saturates at the top of [-1, 1]
+    restored = (codes.float() - zero_point) * scale
+    assert (restored[0, :3] - x[0, :3]).abs().max() <= scale / 2 + 1e-6
+
+
+def test_activation_range_leaves_out_outlier_columns() -> None:
+    torch.manual_seed(8)
+    x = torch.randn(64, 256)
+    low, high, outliers = activation_range(x)
+    assert outliers.numel() == 0
+    assert (low, high) == (float(x.min()), float(x.max()))
+    x[:, 17] *= 40  # one column far above the rest, in every row
+    x[5, 200] = -90.0  # and one in a row the 1-in-8 sample does not look at
+    low, high, outliers = activation_range(x)
+    assert outliers.tolist() == [17]
+    others = torch.cat([x[:, :17], x[:, 18:]], dim=1)
+    assert (low, high) == (float(others.min()), float(others.max()))  # exact, -90 included
+    x[:, 99] *= 60
+    assert sorted(activation_range(x)[2].tolist()) == [17, 99]  # up to 256 // 128 columns
+    assert activation_range(x, max_outliers=1)[2].numel() == 0  # 99 and 17: no clear gap
+    assert activation_range(x, ratio=1000.0)[2].numel() == 0
+
+
+@needs_onednn
+def test_int8_linear_adds_back_what_outlier_columns_lose() -> None:
+    """A column 50x the others: the layer stays close to float32; one range for all would not."""
+    torch.manual_seed(9)
+    linear = torch.nn.Linear(256, 32)
+    x = torch.randn(40, 256)
+    x[:, 3] *= 50
+    residual = torch.randn(40, 32)
+    layer = OneDNNInt8Linear.from_linear(linear)
+    whole_range = OneDNNInt8Linear.from_linear(linear)
+    whole_range.split_outliers = False
+    expected = linear(x).detach()
+    split, unsplit = layer(x), whole_range(x)
+    assert _relative_error(split, expected) < 0.01 < _relative_error(unsplit, expected)
+    assert _relative_error(split, expected) * 3 < _relative_error(unsplit, expected)
+    kept = residual.clone()
+    torch.testing.assert_close(layer(x, residual=residual), split + residual, atol=1e-4, rtol=0)
+    torch.testing.assert_close(residual, kept, atol=0, rtol=0)
+    gelu = OneDNNInt8Linear.from_linear(linear, gelu=True)
+    assert not gelu.split_outliers  # GELU must follow the added excess: no fused form for that
+    torch.testing.assert_close(gelu(x), torch.nn.functional.gelu(unsplit), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="residual add after GELU"):
+        gelu(x, residual=residual)
 
 
 @pytest.mark.parametrize("kind", ONEDNN)
