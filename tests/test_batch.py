@@ -9,6 +9,7 @@ import gzip
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -315,3 +316,19 @@ def test_cli_accepts_only_predict_overrides(clf: EventClassifier, docs, tmp_path
     assert main([*args, "--output", str(tmp_path / "e.jsonl"), "precision=int8",
                  "kernel=portable"]) == 0
     assert len(_records(tmp_path / "e.jsonl")) == 40
+
+
+def test_cli_calibrate_writes_the_int8_ranges_from_documents(clf: EventClassifier, docs,
+                                                             tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(clf_run(clf), run)
+    (run / "int8_calibration.json").unlink()
+    source = _jsonl(tmp_path / "in.jsonl", docs)
+    assert main(["calibrate", "--run", str(run), "--input", str(source),
+                 "--sentences", "7"]) == 0
+    written = json.loads((run / "int8_calibration.json").read_text(encoding="utf-8"))
+    assert written["sentences"] == 7 and str(source) in written["source"]
+    assert len(written["feed_forward"]) == 2
+    empty = _jsonl(tmp_path / "empty.jsonl", [("e", "Read more at www.example.com")])
+    assert main(["calibrate", "--run", str(run), "--input", str(empty)]) != 0
+    assert main(["calibrate", "--run", str(run), "--input", str(tmp_path / "none.jsonl")]) != 0

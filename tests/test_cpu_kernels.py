@@ -17,6 +17,7 @@ from arabic_events.cpu_kernels import (
     OneDNNBf16Linear,
     OneDNNInt8Linear,
     activation_range,
+    calibrate_feed_forward,
     grid_rows,
     lower_encoder,
     quantize_activation,
@@ -253,6 +254,71 @@ def test_quantize_encoder_keeps_outputs(kernel: str) -> None:
     assert _relative_error(out.last_hidden_state, expected) < 0.03
     # the residual is added into a new tensor: the hidden states handed out stay intact
     torch.testing.assert_close(out.hidden_states[0], embeddings)
+
+
+def _bert_with_an_outlier_column(column: int = 5) -> BertModel:
+    """A tiny BERT whose first feed-forward GELU output has one column 30x the others."""
+    model = _tiny_bert(seed=11)
+    dense = model.encoder.layer[0].intermediate.dense
+    with torch.no_grad():
+        dense.weight[column] *= 30
+        dense.bias[column] = 40.0
+    return model
+
+
+def test_calibrate_feed_forward_records_ranges_and_outlier_columns() -> None:
+    model = _bert_with_an_outlier_column()
+    ids = torch.randint(5, 300, (6, 12))
+    outputs = []
+    hooks = [layer.intermediate.register_forward_hook(lambda m, a, out: outputs.append(out))
+             for layer in model.encoder.layer]
+    ranges = calibrate_feed_forward(model, lambda: model(input_ids=ids))
+    for hook in hooks:
+        hook.remove()
+    assert [r["outliers"] for r in ranges] == [[5], []]
+    first = torch.cat([outputs[0][..., :5], outputs[0][..., 6:]], dim=-1)
+    assert ranges[0]["high"] == pytest.approx(float(first.max()))
+    assert ranges[1]["high"] == pytest.approx(float(outputs[1].max()))
+    assert -0.2 < ranges[1]["low"] <= 0  # GELU's minimum is -0.17
+    with pytest.raises(ValueError, match="no tokens"):
+        calibrate_feed_forward(model, lambda: None)
+
+
+@needs_onednn
+def test_static_feed_forward_keeps_outputs_and_the_outlier_column() -> None:
+    """uint8 hand-over between the feed-forward GEMMs, calibrated on the same kind of input."""
+    torch.manual_seed(12)
+    reference = _bert_with_an_outlier_column()
+    ids, mask = torch.randint(5, 300, (8, 16)), torch.ones(8, 16, dtype=torch.long)
+    mask[3:, 10:] = 0
+    ranges = calibrate_feed_forward(reference, lambda: reference(input_ids=ids[:4]))
+    expected = reference(input_ids=ids, attention_mask=mask).last_hidden_state.detach()
+    static, dynamic = _bert_with_an_outlier_column(), _bert_with_an_outlier_column()
+    assert lower_encoder(static, "int8", "onednn", feed_forward=ranges) == "onednn"
+    lower_encoder(dynamic, "int8", "onednn")
+    names = {type(m).__name__ for m in static.modules()}
+    assert {"_StaticIntermediate", "_StaticOutput"} <= names
+    assert "_StaticIntermediate" not in {type(m).__name__ for m in dynamic.modules()}
+    with torch.inference_mode():
+        got = static(input_ids=ids, attention_mask=mask).last_hidden_state
+        plain = dynamic(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert _relative_error(got, expected) < 0.05
+    assert _relative_error(got, expected) < 2 * _relative_error(plain, expected)
+    empty = static.encoder.layer[0].output(static.encoder.layer[0].intermediate(
+        torch.zeros(0, 3, 64)), torch.zeros(0, 3, 64))
+    assert empty.shape == (0, 3, 64)
+
+
+@needs_onednn
+def test_lower_encoder_rejects_a_calibration_of_another_model() -> None:
+    model = _tiny_bert()
+    ranges = calibrate_feed_forward(model, lambda: model(input_ids=torch.randint(5, 300, (2, 8))))
+    with pytest.raises(ValueError, match="another model"):
+        lower_encoder(_tiny_bert(), "int8", "onednn", feed_forward=ranges[:1])
+    wrong = [dict(r, outliers=[4096]) for r in ranges]
+    with pytest.raises(ValueError, match="another model"):
+        lower_encoder(_tiny_bert(), "int8", "onednn", feed_forward=wrong)
+    lower_encoder(_tiny_bert(), "bf16", "portable", feed_forward=ranges[:1])  # not int8: unused
 
 
 @pytest.mark.parametrize("kernel", [pytest.param("onednn", marks=needs_onednn_bf16),

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from arabic_events.inference import CPU_BATCH_TOKENS, EventClassifier, resolve_precision
+from arabic_events.cpu_kernels import onednn_available
+from arabic_events.inference import (
+    CALIBRATION_FILE,
+    CPU_BATCH_TOKENS,
+    EventClassifier,
+    calibrate_int8,
+    resolve_precision,
+)
 from arabic_events.labels import LABELS
 from arabic_events.preprocess import Preprocessor
 from arabic_events.sentences import arabic_ratio
@@ -158,6 +165,33 @@ def test_low_precision_agrees_with_fp32(
     else:
         assert next(low.model.bert.parameters()).dtype == torch.bfloat16
         assert low.model.classifier.weight.dtype == torch.float32
+
+
+@pytest.mark.skipif(not onednn_available("int8"), reason="needs oneDNN int8 (VNNI or AMX)")
+def test_int8_uses_the_run_calibration_when_present(tiny_run: Path, clf: EventClassifier,
+                                                    tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    run = _copy_run(tiny_run, tmp_path)
+    (run / CALIBRATION_FILE).unlink()
+    with caplog.at_level(logging.INFO, logger="arabic_events.inference"):
+        plain = EventClassifier.from_pretrained(run, precision="int8")
+    assert "int8_calibration.json is missing" in caplog.text
+    kinds = {type(m).__name__ for m in plain.model.modules()}
+    assert "_StaticIntermediate" not in kinds
+    written = calibrate_int8(run, SENTENCES[:20], source="fixture")
+    assert written == run / CALIBRATION_FILE and not list(run.glob("*.partial"))
+    assert json.loads(written.read_text())["sentences"] == 20
+    static = EventClassifier.from_pretrained(run, precision="int8")
+    assert "_StaticIntermediate" in {type(m).__name__ for m in static.model.modules()}
+    probs, reference = static.predict_scores(SENTENCES), clf.predict_scores(SENTENCES)
+    assert np.abs(probs - reference).max() < 0.01
+    assert EventClassifier.from_pretrained(run, precision="bf16").precision == "bf16"
+    (run / CALIBRATION_FILE).write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="not an int8 calibration"):
+        EventClassifier.from_pretrained(run, precision="int8")
+    EventClassifier.from_pretrained(run, precision="fp32")  # only int8 reads it
+    with pytest.raises(ValueError, match="at least one sentence"):
+        calibrate_int8(run, [])
 
 
 def test_resolve_precision() -> None:

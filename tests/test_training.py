@@ -28,6 +28,7 @@ RUN_FILES = {
     "metrics.json",
     "preprocessing.json",
     "thresholds.json",
+    "int8_calibration.json",
     "README.md",
 }
 
@@ -51,6 +52,9 @@ def test_run_directory_is_complete_and_self_describing(tiny_run: Path):
     assert set(thresholds) == set(config["label2id"]) and all(
         0 < v < 1 for v in thresholds.values()
     )
+    calibration = json.loads((tiny_run / "int8_calibration.json").read_text())
+    assert calibration["source"].startswith("dev: ") and calibration["sentences"] > 0
+    assert len(calibration["feed_forward"]) == config["num_hidden_layers"]
     card = (tiny_run / "README.md").read_text()
     for heading in ("## Data", "## Metrics", "## Intended use and limits"):
         assert heading in card

@@ -128,6 +128,24 @@ def _predict(args: argparse.Namespace) -> None:
     print(summary.output)
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    import itertools
+
+    from arabic_events.batch import BadRecord, read_documents
+    from arabic_events.inference import calibrate_int8
+    from arabic_events.sentences import document_sentences
+
+    cfg = load_config(args.config, _predict_overrides(args.overrides, None))
+    documents = (d for d in read_documents(args.input, cfg.predict)
+                 if not isinstance(d, BadRecord))
+    sentences = (s.text for d in documents
+                 for _, s in document_sentences(d.text, cfg.predict.min_arabic_ratio)[0])
+    chosen = list(itertools.islice(sentences, args.sentences))
+    if not chosen:
+        raise ValueError(f"{args.input} holds no Arabic sentence to calibrate on")
+    print(calibrate_int8(args.run, chosen, source=f"{args.input} ({len(chosen)} sentences)"))
+
+
 def _predict_merge(args: argparse.Namespace) -> None:
     from arabic_events.batch import merge_outputs
 
@@ -180,6 +198,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="predict-section overrides, e.g. batch_size=128 "
                    "precision=int8 id_field=doc text_field=body")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("calibrate", help="measure the feed-forward ranges that make int8 "
+                       "faster (train writes them; this is for other runs or other text)")
+    p.add_argument("--run", required=True, help="run directory written by `train`")
+    p.add_argument("--input", required=True, help="documents like those to label: JSONL(.gz), "
+                   "CSV, or a folder of .txt files (as for predict)")
+    p.add_argument("--sentences", type=int, default=1000, help="how many sentences, from the "
+                   "start of the input (default 1000)")
+    p.add_argument("--config", help="YAML config whose predict section is used (optional)")
+    p.add_argument("overrides", nargs="*", help="predict-section overrides, e.g. text_field=body")
+    p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("predict-merge", help="merge `predict --shard` outputs in input order")
     p.add_argument("--output", required=True, help=".jsonl or .csv file")

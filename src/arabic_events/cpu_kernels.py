@@ -31,6 +31,7 @@ from __future__ import annotations
 import platform
 import threading
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -333,6 +334,152 @@ class _QKVSlice(torch.nn.Module):
         return f"part={'qkv'[self.part]} of a fused GEMM"
 
 
+def calibrate_feed_forward(module: torch.nn.Module, run: Callable[[], object],
+                           ratio: float = OUTLIER_RATIO) -> list[dict]:
+    """The range of every feed-forward GELU output under `module` while `run()` runs.
+
+    For `lower_encoder(..., feed_forward=...)`: hooks on the BERT-family feed-forward blocks
+    (in module order) record each output column's extremes; a column whose largest magnitude
+    exceeds `ratio` x that of the next largest column outside the in_features // 128 largest
+    is an outlier (as in `activation_range`). Call it on the float model (bf16 autocast is
+    fine), with sentences like those it will label.
+
+    Returns:
+        One `{"low", "high", "outliers"}` per block: the range of its ordinary columns and the
+        indices of the outlier columns.
+    """
+    blocks = [child for child in module.modules()
+              if type(child).__name__ in FUSABLE_FEED_FORWARD]
+    extremes: list[list[torch.Tensor | None]] = [[None, None] for _ in blocks]
+
+    def record(index: int):
+        def hook(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> None:
+            flat = output.detach().float().reshape(-1, output.shape[-1])
+            if not flat.shape[0]:
+                return
+            low, high = flat.amin(0), flat.amax(0)
+            seen = extremes[index]
+            seen[0] = low if seen[0] is None else torch.minimum(seen[0], low)
+            seen[1] = high if seen[1] is None else torch.maximum(seen[1], high)
+        return hook
+
+    handles = [block.register_forward_hook(record(i)) for i, block in enumerate(blocks)]
+    try:
+        with torch.inference_mode():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    ranges = []
+    for low, high in extremes:
+        if low is None:
+            raise ValueError("calibration saw no tokens: give it at least one sentence")
+        magnitude = torch.maximum(high, -low)
+        limit = max(1, magnitude.numel() // 128)
+        top = torch.topk(magnitude, min(limit + 1, magnitude.numel()))
+        outliers = (top.indices[:limit][top.values[:limit] > ratio * top.values[limit]]
+                    if magnitude.numel() > limit else top.indices[:0])
+        ordinary = torch.ones_like(magnitude, dtype=torch.bool)
+        ordinary[outliers] = False
+        ranges.append({"low": min(float(low[ordinary].min()), 0.0),
+                       "high": max(float(high[ordinary].max()), 0.0),
+                       "outliers": sorted(int(j) for j in outliers)})
+    return ranges
+
+
+class StaticFeedForward:
+    """A feed-forward block (`x -> GELU(x W1 + b1) W2 + b2`) whose two int8 GEMMs hand over uint8.
+
+    With a calibrated range for the GELU output, the first GEMM writes uint8 codes in its
+    epilogue and the second reads them: no float32 intermediate (the widest activation of a
+    BERT layer, 4x the hidden size) is written, scanned for its range or quantised. Calibrated
+    outlier columns are split off at load time: their rows of W1 run in float32 beside the
+    int8 GEMM, and their contribution through W2 joins the residual, so the codes cover the
+    ordinary columns only. GELU outputs beyond the calibrated range saturate.
+
+    `modules()` returns the two replacements for the block's intermediate and output modules.
+    """
+
+    def __init__(self, intermediate: torch.nn.Module, output: torch.nn.Module,
+                 calibration: dict) -> None:
+        up, down = intermediate.dense, output.dense
+        outliers = sorted(int(j) for j in calibration["outliers"])
+        excluded = set(outliers)
+        ordinary = [j for j in range(up.out_features) if j not in excluded]
+        bias = up.bias if up.bias is not None else torch.zeros(up.out_features)
+        low, high = min(float(calibration["low"]), 0.0), max(float(calibration["high"]), 0.0)
+        if not high > low:
+            raise ValueError(f"feed-forward calibration {calibration!r}: an empty range")
+        self.scale = (high - low) / 255
+        self.zero_point = min(255, max(0, round(-low / self.scale)))
+        self.up = OneDNNInt8Linear(up.weight[ordinary], bias[ordinary], gelu=True)
+        self.down = OneDNNInt8Linear(down.weight[:, ordinary], down.bias)
+        self.up_outliers = (up.weight[outliers].detach().float().t().contiguous(),
+                            bias[outliers].detach().float())
+        self.down_outliers = down.weight[:, outliers].detach().float().t().contiguous()
+        self.LayerNorm = output.LayerNorm
+
+    def modules(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        return _StaticIntermediate(self), _StaticOutput(self)
+
+    def intermediate(self, x: torch.Tensor) -> tuple:
+        flat = x.reshape(-1, self.up.in_features).float().contiguous()
+        n = flat.shape[0]
+        if n == 0:
+            return flat.new_zeros(0, self.up.out_features, dtype=torch.uint8), None, 0
+        codes, scale, zero_point = quantize_activation(flat)
+        codes = _pad_rows(codes, grid_rows(n))
+        up = self.up
+        hidden = torch.ops.onednn.qlinear_pointwise(
+            codes, scale, zero_point, up._packed, up.weight_scales, up.weight_zero_points,
+            up.bias, self.scale, self.zero_point, torch.uint8, "gelu", [], "none")
+        weight, bias = self.up_outliers
+        spill = (torch.nn.functional.gelu(torch.addmm(bias, flat, weight))
+                 if weight.shape[1] else None)
+        return hidden, spill, n
+
+    def output(self, staged: tuple, residual: torch.Tensor) -> torch.Tensor:
+        hidden, spill, n = staged
+        if n == 0:
+            return self.LayerNorm(residual.float())
+        flat = residual.reshape(n, -1).float()
+        if spill is not None:
+            flat = torch.addmm(flat, spill, self.down_outliers)
+        other = _pad_rows(flat.contiguous(), hidden.shape[0])
+        down = self.down
+        out = torch.ops.onednn.qlinear_pointwise.binary(
+            hidden, self.scale, self.zero_point, down._packed, down.weight_scales,
+            down.weight_zero_points, other, down.bias, 1.0, 0, torch.float32, 1.0, 0, "add",
+            1.0, "none", [], "")[:n]
+        return self.LayerNorm(out.reshape(residual.shape))
+
+
+class _StaticIntermediate(torch.nn.Module):
+    def __init__(self, block: StaticFeedForward) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple:
+        return self.block.intermediate(hidden_states)
+
+    def extra_repr(self) -> str:
+        return (f"int8 GEMM + GELU -> uint8 codes, {self.block.up.out_features} columns, "
+                f"{self.block.up_outliers[1].numel()} outlier columns in float32")
+
+
+class _StaticOutput(torch.nn.Module):
+    def __init__(self, block: StaticFeedForward) -> None:
+        super().__init__()
+        self.block = block
+        self.LayerNorm = block.LayerNorm
+
+    def forward(self, staged: tuple, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.block.output(staged, input_tensor)
+
+    def extra_repr(self) -> str:
+        return "int8 GEMM on uint8 codes, residual added, LayerNorm"
+
+
 class DynamicInt8Linear(torch.nn.Module):
     """A float Linear layer run by `torch.ops.quantized.linear_dynamic` (the portable kernel).
 
@@ -370,7 +517,8 @@ def _x86_without_vnni() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64") and not cpu_supports_int8()
 
 
-def lower_encoder(module: torch.nn.Module, precision: str, kernel: str = "auto") -> str:
+def lower_encoder(module: torch.nn.Module, precision: str, kernel: str = "auto",
+                  feed_forward: list[dict] | None = None) -> str:
     """Run every Linear layer under `module` in bf16 or int8 on the CPU, in place.
 
     Args:
@@ -378,12 +526,16 @@ def lower_encoder(module: torch.nn.Module, precision: str, kernel: str = "auto")
         precision: `bf16` (the whole module is cast to bfloat16) or `int8` (its Linear layers
             are quantised; the rest stays float32).
         kernel: `onednn`, `portable` or `auto` (oneDNN where `onednn_available(precision)`).
+        feed_forward: For int8 on the oneDNN kernel: `calibrate_feed_forward`'s ranges, one
+            per feed-forward block; the blocks then hand uint8 codes from one GEMM to the next
+            (`StaticFeedForward`). Ignored by the other precisions and kernels.
 
     Returns:
         The kernel used.
 
     Raises:
-        ValueError: An unknown precision or kernel, or `onednn` where it cannot run.
+        ValueError: An unknown precision or kernel, `onednn` where it cannot run, or
+            `feed_forward` ranges that do not match the encoder's blocks.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}.")
@@ -401,6 +553,8 @@ def lower_encoder(module: torch.nn.Module, precision: str, kernel: str = "auto")
         return kernel
     if kernel == "onednn":
         linear = OneDNNBf16Linear if precision == "bf16" else OneDNNInt8Linear
+        if precision == "int8" and feed_forward is not None:
+            _static_feed_forward(module, feed_forward)
         _fuse_blocks(module, linear)
         replace = linear.from_linear
     else:
@@ -432,6 +586,30 @@ def _fuse_blocks(module: torch.nn.Module, linear: type[torch.nn.Module]) -> None
                   and _is_exact_gelu(getattr(child, "intermediate_act_fn", None))):
                 child.dense = linear.from_linear(child.dense, gelu=True)
                 child.intermediate_act_fn = torch.nn.Identity()
+
+
+def _static_feed_forward(module: torch.nn.Module, ranges: list[dict]) -> None:
+    """Replace each (intermediate, output) pair of a BERT-family layer by `StaticFeedForward`."""
+    layers = [child for child in module.modules()
+              if type(getattr(child, "intermediate", None)).__name__ in FUSABLE_FEED_FORWARD
+              and type(getattr(child, "output", None)).__name__ in FUSABLE_RESIDUAL]
+    blocks = [child for child in module.modules()
+              if type(child).__name__ in FUSABLE_FEED_FORWARD]
+    if len(ranges) != len(blocks) or len(layers) != len(blocks):
+        raise ValueError(f"the int8 calibration has {len(ranges)} feed-forward ranges for "
+                         f"{len(blocks)} blocks ({len(layers)} of them fusable): it belongs to "
+                         "another model; calibrate this one again")
+    for layer, calibration in zip(layers, ranges, strict=True):
+        intermediate, output = layer.intermediate, layer.output
+        if not (_all_linear(intermediate, "dense") and _all_linear(output, "dense")
+                and _is_exact_gelu(getattr(intermediate, "intermediate_act_fn", None))):
+            continue
+        if len(calibration["outliers"]) and max(calibration["outliers"]) >= \
+                intermediate.dense.out_features:
+            raise ValueError("the int8 calibration names columns this model lacks: it belongs "
+                             "to another model; calibrate this one again")
+        layer.intermediate, layer.output = StaticFeedForward(intermediate, output,
+                                                             calibration).modules()
 
 
 def _all_linear(module: torch.nn.Module, *names: str) -> bool:

@@ -36,7 +36,7 @@ import torch
 import yaml
 
 from arabic_events.config import PredictConfig
-from arabic_events.cpu_kernels import lower_encoder
+from arabic_events.cpu_kernels import calibrate_feed_forward, lower_encoder
 from arabic_events.modeling import cpu_supports_bf16, load_trained, pick_device
 from arabic_events.preprocess import Preprocessor
 from arabic_events.sentences import document_sentences
@@ -44,6 +44,9 @@ from arabic_events.sentences import document_sentences
 logger = logging.getLogger(__name__)
 
 _DEFAULTS = PredictConfig()
+CALIBRATION_FILE = "int8_calibration.json"
+"""In a run directory: the feed-forward ranges that let int8 hand uint8 codes between GEMMs
+(`cpu_kernels.StaticFeedForward`); written by `train` (dev sentences) or `calibrate_int8`."""
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 CPU_BATCH_TOKENS = 1024
 """Default cap on padded tokens per batch on CPU. Activations of a batch that fits in cache are
@@ -119,7 +122,8 @@ def _float32_head(module: torch.nn.Module, args: tuple) -> tuple:
 
 
 def _lower_precision(model: torch.nn.Module, precision: str, kernel: str = "auto",
-                     device: torch.device | None = None) -> torch.nn.Module:
+                     device: torch.device | None = None,
+                     feed_forward: list[dict] | None = None) -> torch.nn.Module:
     """Lower the encoder to bf16 or int8 (see `cpu_kernels.py`); the head stays float32."""
     if precision == "fp32":
         return model
@@ -130,8 +134,10 @@ def _lower_precision(model: torch.nn.Module, precision: str, kernel: str = "auto
         if kernel == "onednn":
             raise ValueError("kernel='onednn' runs on the CPU; use kernel='auto' on a GPU.")
         kernel = "portable"  # bf16 on a GPU: the encoder cast, run by cuBLAS
-    used = lower_encoder(model.base_model, precision, kernel)
-    logger.info("%s: %s kernel", precision, used)
+    used = lower_encoder(model.base_model, precision, kernel, feed_forward)
+    static = " with calibrated feed-forward hand-over" if (
+        precision == "int8" and used == "onednn" and feed_forward is not None) else ""
+    logger.info("%s: %s kernel%s", precision, used, static)
     head.register_forward_pre_hook(_float32_head)
     return model
 
@@ -146,6 +152,47 @@ def _read_thresholds(run_dir: Path, labels: list[str]) -> np.ndarray:
     if missing:
         logger.warning("%s has no threshold for %s: using 0.5 for them", path, missing)
     return np.array([float(values.get(name, 0.5)) for name in labels])
+
+
+def _read_calibration(run_dir: Path) -> list[dict] | None:
+    path = run_dir / CALIBRATION_FILE
+    if not path.is_file():
+        logger.info("%s is missing: int8 quantises every feed-forward activation per batch "
+                    "(calibrate_int8 writes it)", path)
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["feed_forward"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not an int8 calibration ({error}): delete it or write it "
+                         "again with arabic_events.inference.calibrate_int8") from error
+
+
+def calibrate_int8(run_dir: str | Path, sentences: Sequence[str], source: str = "") -> Path:
+    """Measure the feed-forward ranges int8 needs on `sentences`; write `CALIBRATION_FILE`.
+
+    Run on sentences like those the model will label (a few hundred suffice); the float model
+    runs over them once, on the CPU. `train` calls this with the dev sentences.
+
+    Args:
+        run_dir: A run directory with its model, tokenizer and preprocessing.
+        sentences: Raw sentences (the run's preprocessing is applied).
+        source: Where the sentences come from, recorded in the file.
+
+    Returns:
+        The path written (atomically).
+    """
+    run_dir = Path(run_dir)
+    if not len(sentences):
+        raise ValueError("calibrate_int8 needs at least one sentence")
+    classifier = EventClassifier.from_pretrained(run_dir, device="cpu", precision="fp32")
+    ranges = calibrate_feed_forward(classifier.model.base_model,
+                                    lambda: classifier.predict_scores(list(sentences)))
+    payload = {"feed_forward": ranges, "sentences": len(sentences), "source": source}
+    path = run_dir / CALIBRATION_FILE
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    partial.replace(path)
+    return path
 
 
 def _read_max_length(run_dir: Path, model: torch.nn.Module) -> int:
@@ -237,7 +284,9 @@ class EventClassifier:
         thresholds = _read_thresholds(run_dir, [model.config.id2label[i]
                                                 for i in range(model.config.num_labels)])
         max_length = _read_max_length(run_dir, model)
-        model = _lower_precision(model, resolved, kernel, torch_device).to(torch_device).eval()
+        feed_forward = _read_calibration(run_dir) if resolved == "int8" else None
+        model = _lower_precision(model, resolved, kernel, torch_device,
+                                 feed_forward).to(torch_device).eval()
         logger.info("loaded %s: precision %s on %s, max_length %d, batch_size %d", run_dir,
                     resolved, torch_device, max_length, batch_size)
         return cls(model, tokenizer, preprocessor, thresholds, max_length=max_length,

@@ -461,6 +461,10 @@ def _finish(
     thresholds_map = {name: float(v) for name, v in zip(labels, thresholds, strict=True)}
     (partial / "thresholds.json").write_text(json.dumps(thresholds_map, indent=2), encoding="utf-8")
     (partial / "metrics.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    from arabic_events.inference import calibrate_int8
+
+    calibrate_int8(partial, [r["text"] for r in loop.dev_data.records],
+                   source=f"dev: {cfg.data.dev_file}")
     write_model_card(partial, cfg, results, thresholds_map, name=final.name)
     for leftover in ("best", "checkpoints", "tokenizer"):
         shutil.rmtree(partial / leftover, ignore_errors=True)
