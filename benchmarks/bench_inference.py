@@ -14,9 +14,12 @@ in place; articles drawn with a fixed seed, split with `split_sentences`, Arabic
   batches, inference_mode), with raw sentences; bf16 and int8 with the kernel `auto` picks
   (oneDNN GEMMs on prepacked weights with query/key/value, GELU and residual adds fused, on
   CPUs with AMX / AVX512-BF16 / VNNI), and with the `portable` kernel for comparison (bf16:
-  the encoder cast to bfloat16; int8: torch's `quantized.linear_dynamic`).
+  the encoder cast to bfloat16; int8: torch's `quantized.linear_dynamic`). `ours int8` uses
+  the run's `int8_calibration.json` (written by `train` from dev; for a run without one, this
+  script writes it from `data/splits/dev.jsonl` the same way) to hand uint8 codes between the
+  feed-forward GEMMs; `ours int8 (per-batch ranges only)` is the same kernel without it.
 
-All seven are loaded at once, warmed up on 32 sentences, then timed interleaved: the sentences
+All eight are loaded at once, warmed up on 32 sentences, then timed interleaved: the sentences
 are cut into blocks (8 by default) and every method runs on each block in turn, in a rotating
 order, so a busy spell of the shared cores hits all methods alike. Our path sorts and batches
 within each block (250 sentences by default; `predict` does it per chunk of 2,048). Label
@@ -53,7 +56,7 @@ import torch
 
 from arabic_events.config import load_config, save_config
 from arabic_events.data import has_arabic
-from arabic_events.inference import EventClassifier
+from arabic_events.inference import CALIBRATION_FILE, EventClassifier, calibrate_int8
 from arabic_events.labels import LABELS
 from arabic_events.preprocess import Preprocessor
 from arabic_events.sentences import split_sentences
@@ -181,6 +184,10 @@ def bench_model(name: str, run: Path, sentences: list[str], batch_size: int,
                 blocks: int) -> dict[str, Any]:
     """Time the pipeline (bs=1 and 32) and our fp32/bf16/int8 on one model, interleaved."""
     logger.info("%s: %s", name, run)
+    if not (run / CALIBRATION_FILE).is_file():  # what `train` writes at its end
+        dev = ROOT / "data" / "splits" / "dev.jsonl"
+        texts = [json.loads(line)["text"] for line in dev.read_text("utf-8").splitlines()]
+        calibrate_int8(run, texts, source=f"dev: {dev.relative_to(ROOT)}")
     ours, load_seconds = {}, {}
     for precision in ("fp32", "bf16", "int8"):
         start = time.perf_counter()
@@ -190,6 +197,8 @@ def bench_model(name: str, run: Path, sentences: list[str], batch_size: int,
     for precision in ("bf16", "int8"):
         ours[f"{precision} (portable kernel)"] = EventClassifier.from_pretrained(
             run, device="cpu", precision=precision, batch_size=batch_size, kernel="portable")
+    ours["int8 (per-batch ranges only)"] = EventClassifier.from_pretrained(
+        run, device="cpu", precision="int8", batch_size=batch_size, int8_calibration=False)
     fp32 = ours["fp32"]
     prepped = fp32.preprocessor.batch(sentences)
     tokens = [len(ids) for ids in fp32.tokenizer(prepped, truncation=True,
@@ -243,7 +252,7 @@ def machine() -> dict[str, Any]:
 def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     """Write `inference-<date>.json` and `.md`; return the Markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"inference-{results['date']}"
+    stem = out_dir / results.get("stem", f"inference-{results['date']}")
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     m = results["machine"]
     lines = [
@@ -289,6 +298,8 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path,
                         default=Path.home() / ".cache" / "arabic-events" / "bench")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--stem", default=None,
+                        help="file name of the report without suffix (default inference-DATE)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -302,6 +313,8 @@ def main() -> None:
         "seed": args.seed, "sentences": len(sentences), "batch_size": args.batch_size,
         "blocks": args.blocks,
         "models": {}}
+    if args.stem:
+        results["stem"] = args.stem
     for name in args.models.split(","):
         run = runs[name]()
         if not (Path(run) / "model.safetensors").is_file():

@@ -255,6 +255,7 @@ class EventClassifier:
         min_arabic_ratio: float = _DEFAULTS.min_arabic_ratio,
         max_batch_tokens: int | None = None,
         kernel: str = "auto",
+        int8_calibration: bool = True,
     ) -> EventClassifier:
         """Load a run directory written by `arabic-events train`.
 
@@ -270,6 +271,9 @@ class EventClassifier:
                 sentence); None: `CPU_BATCH_TOKENS` on CPU, no cap on a GPU.
             kernel: With bf16 or int8 on the CPU: `auto`, `onednn` or `portable` (see
                 `cpu_kernels.py`).
+            int8_calibration: With int8 on the oneDNN kernel: use the run's
+                `int8_calibration.json` where present (False: every activation is quantised
+                over its per-batch range, as without the file).
 
         Raises:
             ModelLoadError: Not a finished run directory.
@@ -284,7 +288,8 @@ class EventClassifier:
         thresholds = _read_thresholds(run_dir, [model.config.id2label[i]
                                                 for i in range(model.config.num_labels)])
         max_length = _read_max_length(run_dir, model)
-        feed_forward = _read_calibration(run_dir) if resolved == "int8" else None
+        feed_forward = (_read_calibration(run_dir) if resolved == "int8" and int8_calibration
+                        else None)
         model = _lower_precision(model, resolved, kernel, torch_device,
                                  feed_forward).to(torch_device).eval()
         logger.info("loaded %s: precision %s on %s, max_length %d, batch_size %d", run_dir,
