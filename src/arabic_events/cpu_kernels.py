@@ -19,11 +19,15 @@ one of two precisions, with one of two kernels:
   Where an x86 CPU lacks VNNI, int8 activations use 7 bits: u8 x s8 products summed in int16
   can saturate on AVX2.
 
-Int8 is dynamic quantisation: weights are quantised once, symmetrically per output channel;
-activations on every call, per tensor, to uint8 over their actual range. The oneDNN kernel
-leaves a batch's outlier feature columns out of that range and adds what they lose back in
-float32 (`activation_range`, `OneDNNInt8Linear`): on the offline e5-small, whose hidden states
-carry one such column per layer, that lifted label agreement with fp32 from 0.989 to 0.996.
+Int8 weights are quantised once, symmetrically per output channel; activations on every call,
+per tensor, to uint8 over their actual range (dynamic quantisation). The oneDNN kernel leaves a
+batch's outlier feature columns out of that range and adds what they lose back in float32
+(`activation_range`, `OneDNNInt8Linear`): on the offline e5-small, whose hidden states carry
+one such column per layer, that lifted label agreement with fp32 from 0.989 to 0.996. Given
+the feed-forward blocks' calibrated ranges (`calibrate_feed_forward`; a run directory's
+`int8_calibration.json`), the one activation that is not quantised per call is the GELU
+output: the first feed-forward GEMM writes it as uint8 codes and the second reads them
+(`StaticFeedForward`), the largest activation of a layer never written in float32.
 """
 
 from __future__ import annotations
