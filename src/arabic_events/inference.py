@@ -10,13 +10,14 @@ by length and scored in batches padded only to their own longest sentence, under
   AMX / AVX512-BF16 and on GPUs; scores move by about 1e-3); on such CPUs its Linear layers
   run as oneDNN GEMMs on prepacked weights with query/key/value, GELU and residual adds fused
   (`cpu_kernels.py`);
-- `int8`: dynamic quantisation of the encoder's Linear layers (`cpu_kernels.py`: weights int8
-  per output channel, activations quantised per call over their range, outlier feature
-  columns added back in float32; oneDNN GEMMs with the same fusions on x86 CPUs with
-  VNNI/AMX), head kept in float32; CPU only, scores move by about 1e-2 (on the offline
-  e5-small about 0.4% of label decisions differ from fp32, against 0.06% for bf16). On an AMX
-  Xeon it ran 1.2-1.6x as fast as bf16 on an AraBERT-sized model and slower than bf16 on the
-  offline e5-small (benchmarks/results/), so `auto` keeps bf16.
+- `int8`: the encoder's Linear layers in int8 (`cpu_kernels.py`: weights per output channel,
+  activations quantised per call over their range, outlier feature columns added back in
+  float32; with the run's `int8_calibration.json`, the feed-forward GEMMs hand uint8 codes to
+  each other; oneDNN GEMMs with the same fusions on x86 CPUs with VNNI/AMX), head kept in
+  float32; CPU only, scores move by about 1e-2 (on the offline e5-small 0.55% of label
+  decisions differ from fp32, against 0.07% for bf16). On an AMX Xeon it ran 1.5x as fast as
+  bf16 on an AraBERT-sized model and 0.9x on the offline e5-small
+  (benchmarks/results/inference-2026-12-06-calibrated.md), so `auto` keeps bf16.
 
 `auto` picks bf16 where the hardware runs it natively and fp32 elsewhere; int8 is never picked
 automatically.
