@@ -58,6 +58,7 @@ def test_run_directory_is_complete_and_self_describing(tiny_run: Path):
     card = (tiny_run / "README.md").read_text()
     for heading in ("## Data", "## Metrics", "## Intended use and limits"):
         assert heading in card
+    assert "int8_calibration.json" in card
     assert not (tiny_run.parent / ".tiny.partial").exists()
     saved = json.loads((tiny_run / "tokenizer_config.json").read_text())
     run_config = yaml.safe_load((tiny_run / "run_config.yaml").read_text())

@@ -71,6 +71,10 @@ def write_model_card(
         'Or `transformers.pipeline("text-classification", model=DIR, top_k=None)` on text '
         "preprocessed the same way.",
         "",
+        "On CPUs, `precision=\"int8\"` (`EventClassifier.from_pretrained(..., precision=...)` or "
+        "`arabic-events predict ... precision=int8`) reads `int8_calibration.json`, the "
+        "feed-forward ranges measured on the dev sentences.",
+        "",
         "Ontology codes per label (approximate): "
         + "; ".join(f"{k}: CAMEO {v['cameo']}" for k, v in ONTOLOGY.items() if k in labels)
         + ".",
