@@ -299,6 +299,8 @@ def test_static_feed_forward_keeps_outputs_and_the_outlier_column() -> None:
     names = {type(m).__name__ for m in static.modules()}
     assert {"_StaticIntermediate", "_StaticOutput"} <= names
     assert "_StaticIntermediate" not in {type(m).__name__ for m in dynamic.modules()}
+    block = static.encoder.layer[0].output.block
+    assert block.up_outliers[1].numel() == 1 and block.down._columns is None  # no unused copy
     with torch.inference_mode():
         got = static(input_ids=ids, attention_mask=mask).last_hidden_state
         plain = dynamic(input_ids=ids, attention_mask=mask).last_hidden_state

@@ -125,18 +125,25 @@ def activation_range(x: torch.Tensor, ratio: float = OUTLIER_RATIO,
         where there are none).
     """
     sample = x[::8]
-    magnitude = torch.maximum(sample.amax(0), -sample.amin(0))
-    limit = max(1, x.shape[1] // 128) if max_outliers is None else max_outliers
-    outliers = magnitude[:0].long()
-    if x.shape[1] > limit:
-        top = torch.topk(magnitude, limit + 1)
-        outliers = top.indices[:limit][top.values[:limit] > ratio * top.values[limit]]
+    outliers = outlier_columns(torch.maximum(sample.amax(0), -sample.amin(0)), ratio,
+                               max_outliers)
     if not outliers.numel():
         low, high = torch.aminmax(x)
     else:
         low = x.amin(0).index_fill_(0, outliers, 0.0).min()
         high = x.amax(0).index_fill_(0, outliers, 0.0).max()
     return min(float(low), 0.0), max(float(high), 0.0), outliers
+
+
+def outlier_columns(magnitude: torch.Tensor, ratio: float = OUTLIER_RATIO,
+                    max_outliers: int | None = None) -> torch.Tensor:
+    """Indices of the columns, among the `max_outliers` largest `magnitude`s (default
+    len // 128, at least 1), whose magnitude exceeds `ratio` x the next largest outside them."""
+    limit = max(1, magnitude.numel() // 128) if max_outliers is None else max_outliers
+    if magnitude.numel() <= limit:
+        return magnitude[:0].long()
+    top = torch.topk(magnitude, limit + 1)
+    return top.indices[:limit][top.values[:limit] > ratio * top.values[limit]]
 
 
 def quantize_activation(x: torch.Tensor, low: float | None = None,
@@ -171,7 +178,8 @@ class OneDNNInt8Linear(torch.nn.Module):
     on the AraBERT-sized benchmark model, which has no outlier columns, it costs about 3%.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False,
+                 split_outliers: bool = True):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         codes, self.weight_scales = _weight_int8(weight)
@@ -181,7 +189,7 @@ class OneDNNInt8Linear(torch.nn.Module):
         self.gelu = gelu
         # GELU must follow the excess, and oneDNN has no add-then-GELU epilogue: the input of a
         # GELU layer is quantised over its whole range instead
-        self.split_outliers = not gelu
+        self.split_outliers = split_outliers and not gelu
         self._columns = codes.t().contiguous() if self.split_outliers else None
 
     @classmethod
@@ -344,10 +352,9 @@ def calibrate_feed_forward(module: torch.nn.Module, run: Callable[[], object],
     """The range of every feed-forward GELU output under `module` while `run()` runs.
 
     For `lower_encoder(..., feed_forward=...)`: hooks on the BERT-family feed-forward blocks
-    (in module order) record each output column's extremes; a column whose largest magnitude
-    exceeds `ratio` x that of the next largest column outside the in_features // 128 largest
-    is an outlier (as in `activation_range`). Call it on the float model (bf16 autocast is
-    fine), with sentences like those it will label.
+    (in module order) record each output column's extremes, and `outlier_columns` picks the
+    outliers among them (as `activation_range` does per batch). Call it on the float model
+    (bf16 autocast is fine), with sentences like those it will label.
 
     Returns:
         One `{"low", "high", "outliers"}` per block: the range of its ordinary columns and the
@@ -379,12 +386,8 @@ def calibrate_feed_forward(module: torch.nn.Module, run: Callable[[], object],
     for low, high in extremes:
         if low is None:
             raise ValueError("calibration saw no tokens: give it at least one sentence")
-        magnitude = torch.maximum(high, -low)
-        limit = max(1, magnitude.numel() // 128)
-        top = torch.topk(magnitude, min(limit + 1, magnitude.numel()))
-        outliers = (top.indices[:limit][top.values[:limit] > ratio * top.values[limit]]
-                    if magnitude.numel() > limit else top.indices[:0])
-        ordinary = torch.ones_like(magnitude, dtype=torch.bool)
+        outliers = outlier_columns(torch.maximum(high, -low), ratio)
+        ordinary = torch.ones_like(low, dtype=torch.bool)
         ordinary[outliers] = False
         ranges.append({"low": min(float(low[ordinary].min()), 0.0),
                        "high": max(float(high[ordinary].max()), 0.0),
@@ -418,7 +421,7 @@ class StaticFeedForward:
         self.scale = (high - low) / 255
         self.zero_point = min(255, max(0, round(-low / self.scale)))
         self.up = OneDNNInt8Linear(up.weight[ordinary], bias[ordinary], gelu=True)
-        self.down = OneDNNInt8Linear(down.weight[:, ordinary], down.bias)
+        self.down = OneDNNInt8Linear(down.weight[:, ordinary], down.bias, split_outliers=False)
         self.up_outliers = (up.weight[outliers].detach().float().t().contiguous(),
                             bias[outliers].detach().float())
         self.down_outliers = down.weight[:, outliers].detach().float().t().contiguous()

@@ -159,13 +159,15 @@ def _read_calibration(run_dir: Path) -> list[dict] | None:
     path = run_dir / CALIBRATION_FILE
     if not path.is_file():
         logger.info("%s is missing: int8 quantises every feed-forward activation per batch "
-                    "(calibrate_int8 writes it)", path)
+                    "(`arabic-events calibrate --run %s --input DOCUMENTS` writes it)", path,
+                    run_dir)
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))["feed_forward"]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not an int8 calibration ({error}): delete it or write it "
-                         "again with arabic_events.inference.calibrate_int8") from error
+        raise ValueError(f"{path} is not an int8 calibration ({error}): delete it, or write it "
+                         f"again with `arabic-events calibrate --run {run_dir} --input "
+                         "DOCUMENTS`") from error
 
 
 def calibrate_int8(run_dir: str | Path, sentences: Sequence[str], source: str = "") -> Path:
